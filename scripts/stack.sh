@@ -100,14 +100,18 @@ service_exe() {
   esac
 }
 
+pid_alive() {
+  local state
+  state="$(awk '{print $3}' "/proc/$1/stat" 2>/dev/null)" || return 1
+  [[ -n "$state" && "$state" != Z ]]
+}
+
 # True when pid is alive (not a zombie) and runs the executable of service $2.
 pid_is_service() {
-  local pid="$1" exe argv0 state
-  [[ "$pid" =~ ^[0-9]+$ ]] || return 1
-  state="$(awk '{print $3}' "/proc/$pid/stat" 2>/dev/null)" || return 1
-  [[ -n "$state" && "$state" != Z ]] || return 1
+  local pid="$1" exe argv0
+  [[ "$pid" =~ ^[0-9]+$ ]] && pid_alive "$pid" || return 1
   exe="$(service_exe "$2")"
-  argv0="$(tr '\0' '\n' <"/proc/$pid/cmdline" 2>/dev/null | head -n1)" || return 1
+  argv0="$(tr '\0' '\n' 2>/dev/null <"/proc/$pid/cmdline" | head -n1)" || return 1
   [[ "$(basename -- "$argv0")" == "$exe" ]]
 }
 
@@ -136,6 +140,13 @@ start_service() {
   setsid "$@" </dev/null >"$LOGS/$name.log" 2>&1 9>&- &
   pid=$!
   echo "$pid" >"$PIDS/$name.pid"
+  # Until the exec completes the pid still shows our shell/setsid; give it a moment so
+  # pid_is_service does not mistake the fork for a dead service.
+  local i
+  for ((i = 0; i < 50; i++)); do
+    pid_is_service "$pid" "$name" || ! pid_alive "$pid" && break
+    sleep 0.05
+  done
   log "started $name (pid $pid)"
 }
 
@@ -279,7 +290,9 @@ set_tcp_nodelay true
 # no per-client QoS 1 in-flight cap: bursts of creates must not queue behind 20 messages
 max_inflight_messages 0
 max_queued_messages 10000
-log_dest stdout
+# stderr is unbuffered; stdout to a file would hold the log back
+log_dest stderr
+log_timestamp_format %Y-%m-%dT%H:%M:%S
 EOF
 }
 
@@ -385,10 +398,8 @@ start_infra() {
 
 # Our own output variables (.run/env) are not config keys: keep them away from the binaries
 # so a shell that sourced .run/env does not feed them unknown keys.
-run_cf() {
-  env -u CF_ROOT -u CF_BIN_DIR -u CF_MQTT_HOST -u CF_MQTT_PORT -u CF_NATS_URL -u CF_THING_ID \
-    -u CF_TENANT -u CF_REGISTRY -u CONTAINERD_ADDRESS -u CONTAINERD_NAMESPACE "$@"
-}
+CF_ENV=(env -u CF_ROOT -u CF_BIN_DIR -u CF_MQTT_HOST -u CF_MQTT_PORT -u CF_NATS_URL -u CF_THING_ID
+  -u CF_TENANT -u CF_REGISTRY -u CONTAINERD_ADDRESS -u CONTAINERD_NAMESPACE)
 
 start_cf() {
   local b
@@ -396,11 +407,11 @@ start_cf() {
     [[ -x "$BIN_DIR/$b" ]] || die "$BIN_DIR/$b is missing; run 'just build' (or set CF_STACK_NO_SERVICES=1 to test the infrastructure alone)"
   done
   write_cf_config
-  ensure cf-factory "" "" factory_ok run_cf "$BIN_DIR/cf-factory" --config "$CFG"
+  ensure cf-factory "" "" factory_ok "${CF_ENV[@]}" "$BIN_DIR/cf-factory" --config "$CFG"
   if ! service_pid cf-gateway >/dev/null; then
     rm -f "$READY_FILE"
   fi
-  ensure cf-gateway "" "" gateway_ok run_cf "$BIN_DIR/cf-gateway" --config "$CFG"
+  ensure cf-gateway "" "" gateway_ok "${CF_ENV[@]}" "$BIN_DIR/cf-gateway" --config "$CFG"
 }
 
 summary() {
@@ -451,7 +462,7 @@ reap_tasks() {
 teardown_containers() {
   containerd_ok || return 0
   if [[ -x "$BIN_DIR/cf-factory" && -f "$CFG" ]]; then
-    run_cf timeout 120 "$BIN_DIR/cf-factory" --config "$CFG" teardown >>"$LOGS/teardown.log" 2>&1 ||
+    "${CF_ENV[@]}" timeout 120 "$BIN_DIR/cf-factory" --config "$CFG" teardown >>"$LOGS/teardown.log" 2>&1 ||
       warn "cf-factory teardown failed (see $LOGS/teardown.log)"
   fi
   reap_tasks
@@ -506,7 +517,8 @@ delete_bridge() {
 cmd_down() {
   stop_service cf-gateway 10
   stop_service cf-factory 10
-  rm -f "$READY_FILE"
+  # a stale env file would point tests at a stack that is gone
+  rm -f "$READY_FILE" "$RUN/env"
   teardown_containers
   stop_service containerd 10
   stop_service nats 10

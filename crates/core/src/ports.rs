@@ -138,3 +138,32 @@ pub trait ContainerRuntime: Send + Sync + 'static {
     /// [`RuntimeError::Execution`] when something could not be removed.
     fn purge(&self, id: ContainerId) -> impl Future<Output = Result<(), RuntimeError>> + Send;
 }
+
+/// Queuing a job or publishing an answer failed.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct TransportError(pub String);
+
+/// Hands accepted create commands to the factory, durably.
+pub trait JobQueue: Send + Sync + 'static {
+    /// Queues `command`; returns once the queue has stored it.
+    ///
+    /// # Errors
+    /// [`TransportError`] when the queue did not confirm the job.
+    fn submit(
+        &self,
+        command: &crate::ditto::CreateCommand,
+    ) -> impl Future<Output = Result<(), TransportError>> + Send;
+}
+
+/// Publishes answers to the client.
+pub trait AnswerSink: Send + Sync + 'static {
+    /// Publishes `answer` (at least once).
+    ///
+    /// # Errors
+    /// [`TransportError`] when the answer could not be handed over.
+    fn publish(
+        &self,
+        answer: crate::ditto::Answer,
+    ) -> impl Future<Output = Result<(), TransportError>> + Send;
+}

@@ -1,1 +1,70 @@
-fn main() {}
+//! cf-gateway: bridges Hono commands over MQTT to container-factory's bus.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use cf_bus::config::Config;
+use cf_gateway::inbound::hono::{HonoMqttSource, MqttSettings};
+use cf_gateway::outbound::nats::{answer_results, NatsJobQueue};
+use cf_gateway::service::Gateway;
+use tracing::{error, info};
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let config = Config::load(config_path()?.as_deref())?;
+    cf_bus::telemetry::init();
+    let thing = config.thing_id()?;
+    let (host, port) = config.mqtt_endpoint()?;
+    info!(version = env!("CARGO_PKG_VERSION"), thing = %thing, "cf-gateway starting");
+
+    let js = cf_bus::connect(&config.nats.url, "cf-gateway").await?;
+    cf_bus::ensure_topology(&js, Duration::from_secs(config.ledger_ttl_secs)).await?;
+    let mqtt = HonoMqttSource::new(MqttSettings {
+        host,
+        port,
+        client_id: config.mqtt.client_id.clone().unwrap_or_else(|| format!("cf-gateway-{thing}")),
+        credentials: config.mqtt.username.clone().map(|u| {
+            (u, config.mqtt.password.as_ref().map(|p| p.expose().to_owned()).unwrap_or_default())
+        }),
+        max_payload: config.max_payload_bytes,
+        ready_file: config.ready_file.clone(),
+    });
+    let gateway = Arc::new(Gateway::new(
+        thing,
+        config.max_payload_bytes,
+        NatsJobQueue::new(js.clone()),
+        mqtt.answers(),
+    ));
+
+    let results = tokio::spawn(answer_results(js, Arc::clone(&gateway)));
+    tokio::select! {
+        () = mqtt.run(gateway) => {}
+        r = results => error!(result = ?r, "job result consumer stopped"),
+        _ = tokio::signal::ctrl_c() => info!("interrupted"),
+        () = terminated() => info!("terminated"),
+    }
+    Ok(())
+}
+
+/// `--config <file>`, the only command-line option.
+fn config_path() -> anyhow::Result<Option<PathBuf>> {
+    let mut args = std::env::args().skip(1);
+    match (args.next().as_deref(), args.next()) {
+        (None, _) => Ok(None),
+        (Some("--config"), Some(path)) => Ok(Some(path.into())),
+        _ => anyhow::bail!("usage: cf-gateway [--config <file.toml>]"),
+    }
+}
+
+async fn terminated() {
+    match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(mut s) => {
+            s.recv().await;
+        }
+        Err(e) => {
+            error!(error = %e, "cannot listen for SIGTERM");
+            std::future::pending::<()>().await;
+        }
+    }
+}

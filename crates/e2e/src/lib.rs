@@ -1,0 +1,1 @@
+//! End-to-end suite of container-factory; the tests live in `tests/e2e`.

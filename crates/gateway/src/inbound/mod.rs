@@ -1,0 +1,3 @@
+//! Driving adapters of the gateway.
+
+pub mod hono;

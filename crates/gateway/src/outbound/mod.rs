@@ -1,0 +1,3 @@
+//! Driven adapters of the gateway.
+
+pub mod nats;
