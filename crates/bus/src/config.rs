@@ -262,10 +262,14 @@ impl Config {
             }
         }
         if self.factory.concurrency == 0 {
-            return Err(ConfigError("factory.concurrency: must be at least 1".into()));
+            return Err(ConfigError(
+                "factory.concurrency: must be at least 1".into(),
+            ));
         }
         if self.containerd.namespace.is_empty() {
-            return Err(ConfigError("containerd.namespace: must not be empty".into()));
+            return Err(ConfigError(
+                "containerd.namespace: must not be empty".into(),
+            ));
         }
         Ok(())
     }
@@ -308,8 +312,7 @@ const MIRRORS_KEY: &str = "registry.mirrors.";
 fn env_provider() -> Env {
     Env::prefixed("CF_").split("__").filter(|key| {
         let key = key.as_str();
-        !key.starts_with(MIRRORS_KEY)
-            && SECTIONS.iter().any(|s| key.split('.').next() == Some(s))
+        !key.starts_with(MIRRORS_KEY) && SECTIONS.iter().any(|s| key.split('.').next() == Some(s))
     })
 }
 
@@ -334,7 +337,10 @@ fn with_mirrors(figment: Figment, mirrors: BTreeMap<String, String>) -> Figment 
 
 /// The dotted key of a `CF_` variable, when it addresses a known section.
 fn env_key(var: &str) -> Option<String> {
-    let key = var.strip_prefix("CF_")?.to_ascii_lowercase().replace("__", ".");
+    let key = var
+        .strip_prefix("CF_")?
+        .to_ascii_lowercase()
+        .replace("__", ".");
     SECTIONS
         .iter()
         .any(|s| key.split('.').next() == Some(s))
@@ -350,7 +356,10 @@ mod tests {
         let c = Config::load_with_env(None, &[]).unwrap();
         assert_eq!(c.thing_id().unwrap().as_str(), "edge:device");
         let c = Config::load_with_env(None, &[("CF_DEVICE__ID", "org.acme:gw1")]).unwrap();
-        assert_eq!(c.thing_id().unwrap().as_str(), "org.acme:gw1:edge:containers");
+        assert_eq!(
+            c.thing_id().unwrap().as_str(),
+            "org.acme:gw1:edge:containers"
+        );
         let vars = [("CF_DEVICE__ID", "a:b"), ("CF_DEVICE__THING_ID", "x:y")];
         let c = Config::load_with_env(None, &vars).unwrap();
         assert_eq!(c.thing_id().unwrap().as_str(), "x:y");

@@ -73,9 +73,16 @@ impl TryFrom<job_result::Outcome> for Outcome {
 
 fn error_code(s: &str) -> Option<ErrorCode> {
     use ErrorCode::*;
-    [ParameterInvalid, HeaderInvalid, SubjectNotFound, Conflict, PayloadTooLarge, ExecutionFailed]
-        .into_iter()
-        .find(|c| c.as_str() == s)
+    [
+        ParameterInvalid,
+        HeaderInvalid,
+        SubjectNotFound,
+        Conflict,
+        PayloadTooLarge,
+        ExecutionFailed,
+    ]
+    .into_iter()
+    .find(|c| c.as_str() == s)
 }
 
 #[cfg(test)]

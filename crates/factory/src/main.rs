@@ -1,1 +1,122 @@
-fn main() {}
+//! cf-factory: carries out create jobs on containerd.
+//!
+//! `cf-factory [--config <file>]` runs the service;
+//! `cf-factory [--config <file>] teardown` removes every container of the
+//! configured namespace with its task, network and snapshot.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use cf_bus::config::Config;
+use cf_factory::inbound::jobs::consume_jobs;
+use cf_factory::outbound::cni::{CniConfig, CniNetwork};
+use cf_factory::outbound::containerd::{ContainerdRuntime, RuntimeSettings};
+use cf_factory::outbound::ctrd::Ctrd;
+use cf_factory::outbound::image::{ImageStore, RegistrySettings};
+use cf_factory::outbound::ledger::KvLedger;
+use cf_factory::service::Factory;
+use tracing::{error, info, warn};
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let (config_path, teardown) = parse_args()?;
+    let config = Config::load(config_path.as_deref())?;
+    cf_bus::telemetry::init();
+    if rustls::crypto::ring::default_provider()
+        .install_default()
+        .is_err()
+    {
+        warn!("a TLS crypto provider was already installed");
+    }
+    let runtime = build_runtime(&config).await?;
+    if teardown {
+        let removed = runtime.remove_all().await?;
+        info!(removed, "teardown complete");
+        return Ok(());
+    }
+    info!(version = env!("CARGO_PKG_VERSION"), "cf-factory starting");
+
+    let js = cf_bus::connect(&config.nats.url, "cf-factory").await?;
+    let ledger_ttl = Duration::from_secs(config.ledger_ttl_secs);
+    let ledger = KvLedger::new(cf_bus::ensure_topology(&js, ledger_ttl).await?);
+    let factory = Arc::new(Factory::new(ledger, runtime));
+
+    let watcher = tokio::spawn(watch_exits(Arc::clone(&factory)));
+    tokio::select! {
+        r = consume_jobs(js, factory, config.factory.concurrency) => {
+            error!(result = ?r, "job consumer stopped");
+        }
+        _ = tokio::signal::ctrl_c() => info!("interrupted"),
+        () = terminated() => info!("terminated"),
+    }
+    watcher.abort();
+    Ok(())
+}
+
+async fn build_runtime(config: &Config) -> anyhow::Result<ContainerdRuntime> {
+    let ctrd = Ctrd::connect(&config.containerd.address, &config.containerd.namespace).await?;
+    let network = CniNetwork::new(CniConfig {
+        bin_dir: config.network.cni_bin_dir.clone(),
+        bridge: config.network.bridge.clone(),
+        subnet: config.network.subnet.clone(),
+        state_dir: config.state_dir.join("cni"),
+    })
+    .context("invalid network configuration")?;
+    let registries = RegistrySettings {
+        mirrors: config.registry.mirrors.clone(),
+        insecure: config.registry.insecure.clone(),
+    };
+    let images = ImageStore::new(ctrd.clone(), &config.containerd.snapshotter, registries);
+    let logger = std::env::current_exe()
+        .context("cannot locate the cf-factory binary")?
+        .with_file_name("cf-logger");
+    let settings = RuntimeSettings {
+        snapshotter: config.containerd.snapshotter.clone(),
+        runtime: config.containerd.runtime.clone(),
+        state_dir: config.state_dir.clone(),
+        logger,
+        stop_timeout: Duration::from_secs(config.factory.stop_timeout_secs),
+    };
+    Ok(ContainerdRuntime::new(ctrd, images, network, settings))
+}
+
+/// Keeps following task exits; a broken event stream is reopened.
+async fn watch_exits<L>(factory: Arc<Factory<L, ContainerdRuntime>>)
+where
+    L: cf_core::ports::RequestLedger,
+{
+    loop {
+        if let Err(e) = factory.runtime().watch_exits().await {
+            warn!(error = %e, "task exit watcher stopped; restarting it");
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}
+
+fn parse_args() -> anyhow::Result<(Option<PathBuf>, bool)> {
+    let mut config = None;
+    let mut teardown = false;
+    let mut args = std::env::args().skip(1);
+    while let Some(arg) = args.next() {
+        match arg.as_str() {
+            "--config" => config = Some(args.next().context("--config needs a file")?.into()),
+            "teardown" => teardown = true,
+            _ => anyhow::bail!("usage: cf-factory [--config <file.toml>] [teardown]"),
+        }
+    }
+    Ok((config, teardown))
+}
+
+async fn terminated() {
+    match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(mut s) => {
+            s.recv().await;
+        }
+        Err(e) => {
+            error!(error = %e, "cannot listen for SIGTERM");
+            std::future::pending::<()>().await;
+        }
+    }
+}

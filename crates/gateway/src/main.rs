@@ -23,9 +23,21 @@ async fn main() -> anyhow::Result<()> {
     let mqtt = HonoMqttSource::new(MqttSettings {
         host,
         port,
-        client_id: config.mqtt.client_id.clone().unwrap_or_else(|| format!("cf-gateway-{thing}")),
+        client_id: config
+            .mqtt
+            .client_id
+            .clone()
+            .unwrap_or_else(|| format!("cf-gateway-{thing}")),
         credentials: config.mqtt.username.clone().map(|u| {
-            (u, config.mqtt.password.as_ref().map(|p| p.expose().to_owned()).unwrap_or_default())
+            (
+                u,
+                config
+                    .mqtt
+                    .password
+                    .as_ref()
+                    .map(|p| p.expose().to_owned())
+                    .unwrap_or_default(),
+            )
         }),
         max_payload: config.max_payload_bytes,
         ready_file: config.ready_file.clone(),

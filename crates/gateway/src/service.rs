@@ -54,7 +54,8 @@ impl<Q: JobQueue, A: AnswerSink> Gateway<Q, A> {
                 let span = request_span(&command.reply);
                 async {
                     if let Err(e) = self.submit(&command).await {
-                        let failure = ApiError::execution(format!("failed to queue the request: {e}"));
+                        let failure =
+                            ApiError::execution(format!("failed to queue the request: {e}"));
                         self.answer(&command.reply, &Outcome::Failed(failure)).await;
                     }
                 }
@@ -135,7 +136,10 @@ mod tests {
             if self.fail {
                 return Err(TransportError("queue down".into()));
             }
-            self.jobs.lock().unwrap().push(command.reply.correlation_id.clone());
+            self.jobs
+                .lock()
+                .unwrap()
+                .push(command.reply.correlation_id.clone());
             Ok(())
         }
     }
@@ -151,7 +155,10 @@ mod tests {
     }
 
     fn gateway(fail: bool) -> Gateway<RecordingQueue, RecordingSink> {
-        let queue = RecordingQueue { fail, ..Default::default() };
+        let queue = RecordingQueue {
+            fail,
+            ..Default::default()
+        };
         let thing = ThingId::new("edge:device").unwrap();
         Gateway::new(thing, 1 << 20, queue, RecordingSink::default())
     }
@@ -171,7 +178,8 @@ mod tests {
     async fn queues_valid_creates_without_answering() {
         let gw = gateway(false);
         let payload = message(json!({"imageRef": "busybox"}));
-        gw.handle_message("command//edge:device/req/1/create", &payload).await;
+        gw.handle_message("command//edge:device/req/1/create", &payload)
+            .await;
         assert_eq!(*gw.queue.jobs.lock().unwrap(), ["c1"]);
         assert!(gw.answers.0.lock().unwrap().is_empty());
     }
@@ -180,7 +188,8 @@ mod tests {
     async fn answers_invalid_requests_without_queuing() {
         let gw = gateway(false);
         let payload = message(json!({"imageRef": 1}));
-        gw.handle_message("command//edge:device/req/1/create", &payload).await;
+        gw.handle_message("command//edge:device/req/1/create", &payload)
+            .await;
         assert!(gw.queue.jobs.lock().unwrap().is_empty());
         let answers = gw.answers.0.lock().unwrap();
         assert_eq!(answers[0].topic, "command//edge:device/res/1/400");
@@ -190,7 +199,8 @@ mod tests {
     async fn answers_500_when_the_queue_stays_down() {
         let gw = gateway(true);
         let payload = message(json!({"imageRef": "busybox"}));
-        gw.handle_message("command//edge:device/req/1/create", &payload).await;
+        gw.handle_message("command//edge:device/req/1/create", &payload)
+            .await;
         let answers = gw.answers.0.lock().unwrap();
         assert_eq!(answers[0].topic, "command//edge:device/res/1/500");
     }

@@ -101,7 +101,10 @@ impl HonoMqttSource {
         loop {
             match self.events.poll().await {
                 Ok(Event::Incoming(Packet::ConnAck(ack))) => {
-                    info!(session_present = ack.session_present, "connected to MQTT broker");
+                    info!(
+                        session_present = ack.session_present,
+                        "connected to MQTT broker"
+                    );
                     backoff = Duration::from_millis(200);
                     // Subscribing again is harmless with a kept session and
                     // needed when the broker lost it.
@@ -120,7 +123,9 @@ impl HonoMqttSource {
                     let gateway = Arc::clone(&gateway);
                     let client = self.client.clone();
                     tokio::spawn(async move {
-                        gateway.handle_message(&publish.topic, &publish.payload).await;
+                        gateway
+                            .handle_message(&publish.topic, &publish.payload)
+                            .await;
                         if let Err(e) = client.ack(&publish).await {
                             warn!(error = %e, "failed to acknowledge a command");
                         }

@@ -1,0 +1,3 @@
+//! Driving adapters of the factory.
+
+pub mod jobs;

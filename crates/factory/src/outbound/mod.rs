@@ -1,0 +1,8 @@
+//! Driven adapters of the factory.
+
+pub mod cni;
+pub mod containerd;
+pub mod ctrd;
+pub mod image;
+pub mod ledger;
+pub mod spec;
