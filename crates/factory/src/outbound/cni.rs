@@ -235,8 +235,8 @@ impl CniNetwork {
     ///
     /// # Errors
     ///
-    /// `InvalidName` for names unfit for a file name; `Command`, `Io` or
-    /// `Timeout` when `ip` fails.
+    /// `InvalidName` for names unfit for a file name; `Command` when `ip`
+    /// fails or times out, `Io` when it cannot be run.
     pub async fn create_netns(&self, name: &str) -> Result<PathBuf, CniError> {
         validate_name(name)?;
         let path = netns_path(name);
@@ -265,8 +265,8 @@ impl CniNetwork {
     ///
     /// # Errors
     ///
-    /// `InvalidName`; `Command`, `Io` or `Timeout` when `ip` fails and
-    /// the netns is still there.
+    /// `InvalidName`; `Command` or `Io` when `ip` fails and the netns is
+    /// still there.
     pub async fn delete_netns(&self, name: &str) -> Result<(), CniError> {
         validate_name(name)?;
         let path = netns_path(name);
@@ -274,6 +274,7 @@ impl CniNetwork {
             return Ok(());
         }
 
+        // Gone despite an error means a concurrent delete won the race.
         match run_ip(&["netns", "delete", name]).await {
             Err(err) if path.exists() => Err(err),
             _ => Ok(()),
