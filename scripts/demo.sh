@@ -38,9 +38,10 @@ body_create_with_config() {
     '{"topic":$topic,"headers":{"response-required":true,"content-type":"application/json","correlation-id":$cid},"path":"/features/ContainerFactory/inbox/messages/createWithConfig","value":{"config":{"extraHosts":["ctrhost:host_ip"],"portMappings":[{"containerPort":80,"hostPort":5000}]},"imageRef":"docker.io/library/hello-world:latest","start":true}}'
 }
 
-# Subscribe to both answer topics before publishing; -d prints the SUBACK we wait for.
+# Subscribe to both answer topics before publishing; -d prints the SUBACK we wait for
+# (stdbuf: mosquitto_sub block-buffers stdout into a file, hiding SUBACK and answers).
 subscribe() {
-  mosquitto_sub -d -h "$CF_MQTT_HOST" -p "$CF_MQTT_PORT" -q 1 \
+  stdbuf -oL mosquitto_sub -d -h "$CF_MQTT_HOST" -p "$CF_MQTT_PORT" -q 1 \
     -t "command//$THING/res//create" -t "command//$THING/res//createWithConfig" \
     >"$WORK/answers" 2>&1 &
   SUB_PID=$!

@@ -109,9 +109,30 @@ build_layout() {
   build_hello_world
   build_busybox
   build_multilayer
+  add_media_types
   umoci gc --layout "$LAYOUT"
   rm -rf "$CACHE/work"
   echo "$key" >"$CACHE/key"
+}
+
+# umoci 0.4 omits the manifest's mediaType; registries and Docker Hub images carry it, and
+# clients that read the body rather than Content-Type expect it. Rewrite each manifest blob.
+add_media_types() {
+  local mt=application/vnd.oci.image.manifest.v1+json entry tag old new size tmp
+  for entry in "${IMAGES[@]}"; do
+    read -r tag _ <<<"$entry"
+    old="$(layout_digest "$tag")"
+    tmp="$CACHE/work/manifest.json"
+    jq -cj --arg mt "$mt" '{schemaVersion, mediaType: $mt} + .' "$LAYOUT/blobs/${old/://}" >"$tmp"
+    new="sha256:$(sha256sum "$tmp" | cut -d' ' -f1)"
+    size="$(stat -c %s "$tmp")"
+    mv -f "$tmp" "$LAYOUT/blobs/${new/://}"
+    jq --arg t "$tag" --arg d "$new" --argjson s "$size" --arg mt "$mt" \
+      '.manifests |= map(if .annotations["org.opencontainers.image.ref.name"] == $t
+        then .digest = $d | .size = $s | .mediaType = $mt else . end)' \
+      "$LAYOUT/index.json" >"$CACHE/work/index.json"
+    mv -f "$CACHE/work/index.json" "$LAYOUT/index.json"
+  done
 }
 
 layout_digest() {

@@ -164,6 +164,8 @@ wait_ready() {
     if ((SECONDS >= deadline)); then
       warn "$name (pid $pid) not ready after ${TIMEOUT}s; last log lines ($LOGS/$name.log):"
       last_log "$name"
+      # a half-started service would be taken as running by the next `up`
+      stop_service "$name" 5
       exit 1
     fi
     sleep 0.2
@@ -193,7 +195,9 @@ stop_service() {
   if pid_is_service "$pid" "$name"; then
     warn "$name (pid $pid) ignored SIGTERM for ${grace}s; sending SIGKILL"
     kill -KILL "$pid" 2>/dev/null || true
-    while pid_is_service "$pid" "$name"; do sleep 0.1; done
+    deadline=$((SECONDS + 5))
+    while pid_is_service "$pid" "$name" && ((SECONDS < deadline)); do sleep 0.1; done
+    pid_is_service "$pid" "$name" && warn "$name (pid $pid) survived SIGKILL (stuck in the kernel?)"
   fi
   rm -f "$PIDS/$name.pid"
 }
@@ -376,6 +380,10 @@ ensure() {
   shift 4
   if pid="$(service_pid "$name")"; then
     log "$name already running (pid $pid)"
+    # cargo replaces the binary on rebuild; the running process keeps the old one
+    if [[ "$(readlink "/proc/$pid/exe" 2>/dev/null)" == *" (deleted)" ]]; then
+      warn "$name (pid $pid) runs a binary that has since been rebuilt or removed; 'just down && just up' to restart it"
+    fi
   else
     [[ -n "$port" ]] && check_port_free "$name" "$port" "$var"
     start_service "$name" "$@"
@@ -387,6 +395,10 @@ start_infra() {
   write_containerd_config
   write_mosquitto_config
   write_registry_config
+  # a containerd on our socket without our pid file (lost .run/pids?) would hold the db lock
+  if ! service_pid containerd >/dev/null && containerd_ok; then
+    die "a containerd not started by this stack already serves $CTRD_SOCK; stop it first"
+  fi
   ensure containerd "" "" containerd_ok containerd --config "$CTRD_DIR/config.toml"
   ensure mosquitto CF_DEMO_MQTT_PORT "$MQTT_PORT" "tcp_open $MQTT_PORT" \
     mosquitto -c "$RUN/mosquitto/mosquitto.conf"
@@ -397,9 +409,9 @@ start_infra() {
 }
 
 # Our own output variables (.run/env) are not config keys: keep them away from the binaries
-# so a shell that sourced .run/env does not feed them unknown keys.
+# so a shell that sourced .run/env does not feed them unknown keys. NO_COLOR: logs are files.
 CF_ENV=(env -u CF_ROOT -u CF_BIN_DIR -u CF_MQTT_HOST -u CF_MQTT_PORT -u CF_NATS_URL -u CF_THING_ID
-  -u CF_TENANT -u CF_REGISTRY -u CONTAINERD_ADDRESS -u CONTAINERD_NAMESPACE)
+  -u CF_TENANT -u CF_REGISTRY -u CONTAINERD_ADDRESS -u CONTAINERD_NAMESPACE NO_COLOR=1)
 
 start_cf() {
   local b

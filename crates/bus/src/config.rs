@@ -12,7 +12,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use cf_core::ThingId;
-use figment::providers::{Env, Format, Serialized, Toml};
+use figment::providers::{Format, Serialized, Toml};
 use figment::Figment;
 use serde::{Deserialize, Serialize};
 
@@ -212,9 +212,8 @@ impl Config {
     /// wrong type, or whose value is invalid.
     pub fn load(file: Option<&Path>) -> Result<Self, ConfigError> {
         let vars: Vec<(String, String)> = std::env::vars().collect();
-        let mirrors = mirror_vars(vars.iter().map(|(k, v)| (k.as_str(), v.as_str())));
-        let figment = Self::figment(file).merge(env_provider());
-        Self::from_figment(with_mirrors(figment, mirrors))
+        let pairs: Vec<(&str, &str)> = vars.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        Self::load_with_env(file, &pairs)
     }
 
     /// Like [`Config::load`], with environment variables given as pairs
@@ -309,13 +308,6 @@ impl Config {
 /// `CF_REGISTRY__MIRRORS__<host>` variables are collected by hand.
 const MIRRORS_KEY: &str = "registry.mirrors.";
 
-fn env_provider() -> Env {
-    Env::prefixed("CF_").split("__").filter(|key| {
-        let key = key.as_str();
-        !key.starts_with(MIRRORS_KEY) && SECTIONS.iter().any(|s| key.split('.').next() == Some(s))
-    })
-}
-
 fn mirror_vars<'a>(vars: impl Iterator<Item = (&'a str, &'a str)>) -> BTreeMap<String, String> {
     vars.filter_map(|(k, v)| {
         let host = env_key(k)?.strip_prefix(MIRRORS_KEY)?.to_owned();
@@ -386,9 +378,11 @@ mod tests {
         let vars = [
             ("CF_REGISTRY__MIRRORS__docker.io", "http://127.0.0.1:5001"),
             ("CF_MQTT__URL", "mqtt://127.0.0.1:18830"),
+            ("CF_NATS__URL", "nats://127.0.0.1:14222"),
         ];
         let c = Config::load_with_env(None, &vars).unwrap();
         assert_eq!(c.registry.mirrors["docker.io"], "http://127.0.0.1:5001");
         assert_eq!(c.mqtt_endpoint().unwrap(), ("127.0.0.1".into(), 18830));
+        assert_eq!(c.nats.url, "nats://127.0.0.1:14222");
     }
 }

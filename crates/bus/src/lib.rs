@@ -101,18 +101,34 @@ pub async fn ensure_topology(
         .await
         .map_err(|e| BusError::new(format!("failed to declare stream {name}"), e))?;
     }
-    let bucket = kv::Config {
-        bucket: subjects::LEDGER_BUCKET.to_owned(),
-        history: 1,
-        max_age: ledger_ttl,
-        storage: stream::StorageType::File,
-        ..Default::default()
-    };
-    match js.get_key_value(subjects::LEDGER_BUCKET).await {
-        Ok(store) => Ok(store),
-        Err(_) => js
-            .create_key_value(bucket)
-            .await
-            .map_err(|e| BusError::new("failed to declare the request ledger bucket", e)),
+    ensure_ledger(js, ledger_ttl).await
+}
+
+/// Declares the ledger's KV stream by hand: the client's own bucket
+/// creation first asks for account info, whose reply from nats-server 2.9
+/// lacks fields that async-nats 0.52 requires. The stream below is what a
+/// KV bucket with history 1 is made of.
+async fn ensure_ledger(js: &jetstream::Context, ttl: Duration) -> Result<kv::Store, BusError> {
+    let bucket = subjects::LEDGER_BUCKET;
+    if let Ok(store) = js.get_key_value(bucket).await {
+        return Ok(store);
     }
+    js.get_or_create_stream(stream::Config {
+        name: format!("KV_{bucket}"),
+        subjects: vec![format!("$KV.{bucket}.>")],
+        max_messages_per_subject: 1,
+        max_age: ttl,
+        storage: stream::StorageType::File,
+        allow_rollup: true,
+        deny_delete: true,
+        allow_direct: true,
+        discard: stream::DiscardPolicy::New,
+        num_replicas: 1,
+        ..Default::default()
+    })
+    .await
+    .map_err(|e| BusError::new("failed to declare the request ledger stream", e))?;
+    js.get_key_value(bucket)
+        .await
+        .map_err(|e| BusError::new("failed to open the request ledger bucket", e))
 }
