@@ -208,12 +208,12 @@ fn parse_envelope(
     let envelope = envelope
         .as_object()
         .ok_or_else(|| ApiError::invalid("", "payload must be a JSON object"))?;
-    let headers = read_headers(envelope, reply)?;
+    fill_reply(envelope, reply);
+    let headers = check_headers(envelope)?;
 
     let ditto_topic = non_empty_string(envelope, "topic")?;
     let path = non_empty_string(envelope, "path")?;
-    let op = check_path(path, reply)?;
-    reply.ditto_topic = ditto_topic.to_owned();
+    let op = check_path(path)?;
     check_ditto_topic(thing, ditto_topic, op.as_str())?;
 
     let value = envelope.get("value").cloned().unwrap_or(Value::Null);
@@ -227,10 +227,31 @@ fn parse_envelope(
     })
 }
 
-fn read_headers<'a>(
-    envelope: &'a Map<String, Value>,
-    reply: &mut Reply,
-) -> Result<&'a Map<String, Value>, ApiError> {
+/// Takes from the envelope whatever the answer can use, before anything is
+/// validated, so that every error answer carries as much of the request as
+/// could be read.
+fn fill_reply(envelope: &Map<String, Value>, reply: &mut Reply) {
+    let headers = envelope.get("headers").and_then(Value::as_object);
+    let header = |name| headers.and_then(|h| h.get(name));
+    if let Some(Value::String(id)) = header("correlation-id").filter(|v| v != &"") {
+        reply.correlation_id = id.clone();
+    }
+    if let Some(Value::Bool(required)) = header("response-required") {
+        reply.response_required = *required;
+    }
+    if let Some(Value::String(topic)) = envelope.get("topic").filter(|v| v != &"") {
+        reply.ditto_topic = topic.clone();
+    }
+    if let Some(path) = envelope.get("path").and_then(Value::as_str) {
+        if let ["", "features", feature, "inbox", "messages", op] =
+            path.split('/').collect::<Vec<_>>()[..]
+        {
+            reply.path = format!("/features/{feature}/outbox/messages/{op}");
+        }
+    }
+}
+
+fn check_headers(envelope: &Map<String, Value>) -> Result<&Map<String, Value>, ApiError> {
     let headers = match envelope.get("headers") {
         Some(Value::Object(h)) => h,
         Some(_) => return Err(ApiError::invalid("headers", "must be an object")),
@@ -241,32 +262,26 @@ fn read_headers<'a>(
             ))
         }
     };
-    match headers.get("response-required") {
-        None | Some(Value::Null) => {}
-        Some(Value::Bool(b)) => reply.response_required = *b,
-        Some(_) => {
-            return Err(ApiError::new(
-                ErrorCode::HeaderInvalid,
-                "headers.response-required: must be a JSON boolean",
-            ))
-        }
+    if !matches!(
+        headers.get("response-required"),
+        None | Some(Value::Null | Value::Bool(_))
+    ) {
+        return Err(ApiError::new(
+            ErrorCode::HeaderInvalid,
+            "headers.response-required: must be a JSON boolean",
+        ));
     }
     match headers.get("correlation-id") {
-        Some(Value::String(id)) if !id.is_empty() => reply.correlation_id = id.clone(),
-        None | Some(Value::Null) | Some(Value::String(_)) => {
-            return Err(ApiError::invalid(
-                "headers.correlation-id",
-                "correlation id header is missing",
-            ))
-        }
-        Some(_) => {
-            return Err(ApiError::new(
-                ErrorCode::HeaderInvalid,
-                "headers.correlation-id: must be a JSON string",
-            ))
-        }
+        Some(Value::String(id)) if !id.is_empty() => Ok(headers),
+        None | Some(Value::Null) | Some(Value::String(_)) => Err(ApiError::invalid(
+            "headers.correlation-id",
+            "correlation id header is missing",
+        )),
+        Some(_) => Err(ApiError::new(
+            ErrorCode::HeaderInvalid,
+            "headers.correlation-id: must be a JSON string",
+        )),
     }
-    Ok(headers)
 }
 
 fn non_empty_string<'a>(obj: &'a Map<String, Value>, key: &str) -> Result<&'a str, ApiError> {
@@ -276,16 +291,14 @@ fn non_empty_string<'a>(obj: &'a Map<String, Value>, key: &str) -> Result<&'a st
     }
 }
 
-/// Resolves the path to an operation; sets the answer's outbox path as soon
-/// as the path has the inbox form.
-fn check_path(path: &str, reply: &mut Reply) -> Result<Operation, ApiError> {
+/// Resolves the path to an operation of the factory feature.
+fn check_path(path: &str) -> Result<Operation, ApiError> {
     let parts: Vec<&str> = path.split('/').collect();
     let ["", "features", feature, "inbox", "messages", op] = parts[..] else {
         return Err(ApiError::not_found(format!(
             "path: {path} does not address a feature's inbox message"
         )));
     };
-    reply.path = format!("/features/{feature}/outbox/messages/{op}");
     if feature != FACTORY_FEATURE {
         return Err(ApiError::not_found(format!(
             "path: feature {feature} not found"

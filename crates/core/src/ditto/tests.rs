@@ -191,3 +191,28 @@ fn keeps_the_outbox_path_on_errors_after_the_path_was_read() {
     );
     assert_eq!(reply.correlation_id, "c-1");
 }
+
+#[test]
+fn header_errors_still_carry_the_correlation_id_and_outbox_path() {
+    let mut payload = seed("create", json!({"imageRef": "busybox"}));
+    payload["headers"]["response-required"] = json!("false");
+    let (reply, e) = reject("command//edge:device/req/r2/create", &payload);
+    assert_eq!(e.code, ErrorCode::HeaderInvalid);
+    assert_eq!(reply.correlation_id, "c-1");
+    assert_eq!(
+        reply.path,
+        "/features/ContainerFactory/outbox/messages/create"
+    );
+
+    let mut payload = seed("create", json!({"imageRef": "busybox"}));
+    payload["headers"]
+        .as_object_mut()
+        .unwrap()
+        .remove("correlation-id");
+    let (reply, _) = reject("command//edge:device/req/r3/create", &payload);
+    assert_eq!(
+        reply.path,
+        "/features/ContainerFactory/outbox/messages/create"
+    );
+    assert_eq!(reply.correlation_id, "r3");
+}

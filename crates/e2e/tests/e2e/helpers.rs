@@ -597,7 +597,17 @@ impl Mqtt {
         };
         let answer = self.wait_for(ANSWER_TIMEOUT, matches).await;
         let answer = answer.unwrap_or_else(|| {
-            panic!("no answer on {prefix}… (correlation-id {cid:?}) within {ANSWER_TIMEOUT:?}")
+            // answers for this request that lost or changed its correlation-id
+            let stray: Vec<String> = self
+                .received(|a| !req_id.is_empty() && a.topic.starts_with(&prefix))
+                .iter()
+                .map(ToString::to_string)
+                .collect();
+            panic!(
+                "no answer on {prefix}… with correlation-id {cid:?} within \
+                 {ANSWER_TIMEOUT:?}; other answers on that topic: {stray:?}; \
+                 see .run/logs/cf-gateway.log and cf-factory.log"
+            )
         });
 
         let expected = res_topic(req_id, op, answer.status().unwrap_or_default());
@@ -725,7 +735,8 @@ pub async fn snapshot_count() -> usize {
     count
 }
 
-/// The container's `json.log` lines, parsed.
+/// The container's complete `json.log` lines, parsed (a line still being
+/// written is left out).
 pub fn log_lines(id: &str) -> Vec<Value> {
     let path = stack()
         .state_dir
@@ -733,7 +744,8 @@ pub fn log_lines(id: &str) -> Vec<Value> {
         .join(id)
         .join("json.log");
     let text = std::fs::read_to_string(path).unwrap_or_default();
-    let lines = text.lines().filter(|l| !l.is_empty());
+    let complete = text.split_inclusive('\n').filter(|l| l.ends_with('\n'));
+    let lines = complete.map(str::trim_end).filter(|l| !l.is_empty());
     lines
         .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{id} log {l}: {e}")))
         .collect()
