@@ -39,7 +39,6 @@ async fn main() -> anyhow::Result<()> {
                     .unwrap_or_default(),
             )
         }),
-        max_payload: config.max_payload_bytes,
         ready_file: config.ready_file.clone(),
     });
     let gateway = Arc::new(Gateway::new(

@@ -18,6 +18,9 @@ use tracing::{info, warn};
 
 use crate::service::Gateway;
 
+/// The largest remaining length MQTT 3.1.1 can encode.
+const MQTT_MAX_PACKET: usize = 268_435_455;
+
 /// Commands handled at once; more wait in the broker's queue.
 const MAX_IN_FLIGHT: usize = 64;
 
@@ -31,8 +34,6 @@ pub struct MqttSettings {
     pub client_id: String,
     /// User name and password, if the broker needs them.
     pub credentials: Option<(String, String)>,
-    /// Largest payload accepted by the gateway (larger ones get a 413).
-    pub max_payload: usize,
     /// A file created once the command subscription is active.
     pub ready_file: Option<PathBuf>,
 }
@@ -68,9 +69,9 @@ impl HonoMqttSource {
             .set_clean_session(false)
             .set_manual_acks(true)
             .set_inflight(256)
-            // Room for payloads over the limit, so that they get their 413
-            // instead of breaking the connection.
-            .set_max_packet_size(settings.max_payload * 2 + 64 * 1024, 16 * 1024 * 1024);
+            // Accept every packet MQTT allows: an oversized command must get
+            // its 413, not break the connection and be redelivered forever.
+            .set_max_packet_size(MQTT_MAX_PACKET, 16 * 1024 * 1024);
         if let Some((user, password)) = settings.credentials {
             options.set_credentials(user, password);
         }
