@@ -47,3 +47,7 @@ fmt:
 lint:
     cargo fmt --all -- --check
     cargo clippy --workspace --all-targets --release -- -D warnings
+
+# ours vs plain ctr on the stack's containerd, side by side; writes BENCHMARKS.md
+bench: up
+    cargo run --release -p cf-e2e --example bench -- --out BENCHMARKS.md

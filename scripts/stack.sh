@@ -378,11 +378,18 @@ write_env_file() {
 ensure() {
   local name="$1" var="$2" port="$3" check="$4" pid
   shift 4
+  # cargo replaces a binary on rebuild while the running process keeps the
+  # old one: restart our own services so `just test` tests what was built
+  if pid="$(service_pid "$name")" && [[ "$name" == cf-* ]] \
+    && [[ "$(readlink "/proc/$pid/exe" 2>/dev/null)" == *" (deleted)" ]]; then
+    log "$name (pid $pid) runs a binary that was rebuilt; restarting it"
+    stop_service "$name"
+    [[ "$name" == cf-gateway ]] && rm -f "$READY_FILE"
+  fi
   if pid="$(service_pid "$name")"; then
     log "$name already running (pid $pid)"
-    # cargo replaces the binary on rebuild; the running process keeps the old one
     if [[ "$(readlink "/proc/$pid/exe" 2>/dev/null)" == *" (deleted)" ]]; then
-      warn "$name (pid $pid) runs a binary that has since been rebuilt or removed; 'just down && just up' to restart it"
+      warn "$name (pid $pid) runs a binary that has since been upgraded; 'just down && just up' to restart it"
     fi
   else
     [[ -n "$port" ]] && check_port_free "$name" "$port" "$var"

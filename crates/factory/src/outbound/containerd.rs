@@ -30,7 +30,7 @@ use tracing::{info, instrument, warn, Span};
 
 use super::cni::{CniNetwork, PortMap};
 use super::ctrd::{exec, is_not_found, Ctrd};
-use super::image::ImageStore;
+use super::image::{ImageStore, PulledImage};
 use super::spec::{self, SpecInput};
 
 const LABEL_NAME: &str = "container-factory/name";
@@ -202,23 +202,58 @@ impl ContainerdRuntime {
         Ok(dir)
     }
 
-    async fn create_record(
+    /// Writes the container's files, checks its name and records it; the
+    /// name check and the record are one step for concurrent creates.
+    async fn admit_and_record(
         &self,
         id: ContainerId,
         request: &CreateRequest,
         hostname: &str,
-        dir: &Path,
-        image: &super::image::PulledImage,
+        image: &PulledImage,
+    ) -> Result<(), RuntimeError> {
+        let dir = self.write_files(id, hostname, request).await?;
+        let record = self.container_record(id, request, hostname, &dir, image)?;
+        let _admitted = self.admission.lock().await;
+        if let Some(name) = &request.name {
+            self.check_name(name).await?;
+        }
+        self.create_record(id, record, &image.chain_id).await
+    }
+
+    /// Prepares the root filesystem and records the container, under a
+    /// lease: until the record references it, only the lease keeps the new
+    /// snapshot from containerd's garbage collector.
+    async fn create_record(
+        &self,
+        id: ContainerId,
+        container: Container,
+        parent: &str,
+    ) -> Result<(), RuntimeError> {
+        let lease = format!("cf-create-{id}");
+        self.ctrd.create_lease(&lease).await?;
+        let result = self.prepare_and_record(id, container, parent, &lease).await;
+        if let Err(e) = self.ctrd.delete_lease(&lease).await {
+            warn!(error = %e, "failed to delete the create lease; it expires by itself");
+        }
+        result
+    }
+
+    async fn prepare_and_record(
+        &self,
+        id: ContainerId,
+        container: Container,
+        parent: &str,
+        lease: &str,
     ) -> Result<(), RuntimeError> {
         let prepare = PrepareSnapshotRequest {
             snapshotter: self.settings.snapshotter.clone(),
             key: id.to_string(),
-            parent: image.chain_id.clone(),
+            parent: parent.to_owned(),
             labels: HashMap::new(),
         };
         self.ctrd
             .snapshots()
-            .prepare(self.ctrd.request(prepare, None))
+            .prepare(self.ctrd.request(prepare, Some(lease)))
             .await
             .map_err(|e| {
                 exec(
@@ -226,6 +261,26 @@ impl ContainerdRuntime {
                     e.message(),
                 )
             })?;
+        let create = CreateContainerRequest {
+            container: Some(container),
+        };
+        self.ctrd
+            .containers()
+            .create(self.ctrd.request(create, Some(lease)))
+            .await
+            .map_err(|e| exec(format!("failed to create container {id}"), e.message()))?;
+        Ok(())
+    }
+
+    /// The containerd record of a new container: runtime spec and labels.
+    fn container_record(
+        &self,
+        id: ContainerId,
+        request: &CreateRequest,
+        hostname: &str,
+        dir: &Path,
+        image: &PulledImage,
+    ) -> Result<Container, RuntimeError> {
         let netns = PathBuf::from("/run/netns").join(Self::netns_name(id));
         let spec = spec::build(&SpecInput {
             image_config: &image.config,
@@ -241,18 +296,17 @@ impl ContainerdRuntime {
                 e,
             )
         })?;
+        let ports = serde_json::to_string(&request.config.port_mappings)
+            .map_err(|e| exec(format!("failed to record the ports of container {id}"), e))?;
         let mut labels = HashMap::from([
             (LABEL_IMAGE.to_owned(), request.image.to_string()),
             (LABEL_STATE.to_owned(), "CREATED".to_owned()),
-            (
-                LABEL_PORTS.to_owned(),
-                serde_json::to_string(&request.config.port_mappings).unwrap_or_default(),
-            ),
+            (LABEL_PORTS.to_owned(), ports),
         ]);
         if let Some(name) = &request.name {
             labels.insert(LABEL_NAME.to_owned(), name.to_string());
         }
-        let container = Container {
+        Ok(Container {
             id: id.to_string(),
             labels,
             image: image.name.clone(),
@@ -267,16 +321,7 @@ impl ContainerdRuntime {
             snapshotter: self.settings.snapshotter.clone(),
             snapshot_key: id.to_string(),
             ..Default::default()
-        };
-        let create = CreateContainerRequest {
-            container: Some(container),
-        };
-        self.ctrd
-            .containers()
-            .create(self.ctrd.request(create, None))
-            .await
-            .map_err(|e| exec(format!("failed to create container {id}"), e.message()))?;
-        Ok(())
+        })
     }
 
     async fn set_labels(
@@ -605,16 +650,7 @@ impl ContainerRuntime for ContainerdRuntime {
             .name
             .as_ref()
             .map_or_else(|| id.short(), ContainerName::to_string);
-        let dir = self.write_files(id, &hostname, request).await?;
-        let result = {
-            let _admitted = self.admission.lock().await;
-            match &request.name {
-                Some(name) => self.check_name(name).await,
-                None => Ok(()),
-            }?;
-            self.create_record(id, request, &hostname, &dir, &image)
-                .await
-        };
+        let result = self.admit_and_record(id, request, &hostname, &image).await;
         if let Err(e) = &result {
             warn!(error = %e, "create failed; removing what was made");
             if let Err(cleanup) = self.purge(id).await {
