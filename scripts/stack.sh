@@ -514,6 +514,53 @@ unmount_run() {
 }
 
 # Only netns named after containers we recorded in .run/state: never touch anyone else's.
+# IDs of containers this stack may still have network state for.
+our_container_ids() {
+  local f
+  for f in "$STATE_DIR"/containers/*/ "$STATE_DIR"/cni/results/*.json; do
+    [[ -e "$f" ]] || continue
+    f="$(basename "$f")"
+    printf '%s\n' "${f%.json}"
+  done | sort -u
+}
+
+# Safety net after a failed teardown: nat rules whose CNI comment names one
+# of our container IDs, and the per-container chains they jump to.
+delete_our_iptables() {
+  command -v iptables >/dev/null || return 0
+  local id rule chains chain
+  for id in $(our_container_ids); do
+    chains=()
+    while IFS= read -r rule; do
+      [[ "$rule" =~ -j\ (CNI-[A-Za-z0-9-]+) ]] && chains+=("${BASH_REMATCH[1]}")
+      # the rule is iptables' own output for our comment; replay it as a delete
+      eval "iptables -w -t nat ${rule/#-A /-D }" 2>/dev/null || true
+    done < <(iptables -w -t nat -S 2>/dev/null | grep -F -- "$id" | grep -- '^-A ' || true)
+    for chain in "${chains[@]}"; do
+      case "$chain" in CNI-HOSTPORT-*) continue ;; esac
+      iptables -w -t nat -F "$chain" 2>/dev/null || true
+      iptables -w -t nat -X "$chain" 2>/dev/null && log "deleted leftover iptables chain $chain"
+    done
+  done
+}
+
+# portmap's shared chains, once no port mapping is left in them: portmap
+# creates them on its first ADD and recreates them whenever it needs them.
+delete_portmap_chains() {
+  command -v iptables >/dev/null || return 0
+  iptables -w -t nat -S CNI-HOSTPORT-DNAT >/dev/null 2>&1 || return 0
+  [[ "$(iptables -w -t nat -S CNI-HOSTPORT-DNAT | grep -c '^-A')" == 0 ]] || return 0
+  local rule chain
+  while IFS= read -r rule; do
+    eval "iptables -w -t nat ${rule/#-A /-D }" 2>/dev/null || true
+  done < <(iptables -w -t nat -S | grep -E -- '^-A (PREROUTING|OUTPUT|POSTROUTING) .*-j CNI-HOSTPORT-' || true)
+  for chain in CNI-HOSTPORT-DNAT CNI-HOSTPORT-MASQ CNI-HOSTPORT-SETMARK; do
+    iptables -w -t nat -F "$chain" 2>/dev/null || true
+    iptables -w -t nat -X "$chain" 2>/dev/null || true
+  done
+  log "deleted portmap's unused shared chains"
+}
+
 delete_our_netns() {
   local d id
   for d in "$STATE_DIR"/containers/*/; do
@@ -545,6 +592,8 @@ cmd_down() {
   stop_service registry 10
   kill_our_shims
   unmount_run
+  delete_our_iptables
+  delete_portmap_chains
   delete_our_netns
   delete_bridge
 }

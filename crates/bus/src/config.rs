@@ -136,8 +136,6 @@ pub struct Network {
 pub struct Factory {
     /// Jobs worked on at once.
     pub concurrency: usize,
-    /// Seconds to wait after SIGTERM before SIGKILL when removing a task.
-    pub stop_timeout_secs: u64,
 }
 
 /// A secret that never shows in logs or `Debug` output.
@@ -191,10 +189,7 @@ impl Default for Config {
                 subnet: "10.231.17.0/24".into(),
                 cni_bin_dir: "/usr/lib/cni".into(),
             },
-            factory: Factory {
-                concurrency: 8,
-                stop_timeout_secs: 10,
-            },
+            factory: Factory { concurrency: 8 },
         }
     }
 }

@@ -77,7 +77,6 @@ async fn build_runtime(config: &Config) -> anyhow::Result<ContainerdRuntime> {
         runtime: config.containerd.runtime.clone(),
         state_dir: config.state_dir.clone(),
         logger,
-        stop_timeout: Duration::from_secs(config.factory.stop_timeout_secs),
     };
     Ok(ContainerdRuntime::new(ctrd, images, network, settings))
 }

@@ -43,7 +43,10 @@ const SPEC_TYPE: &str = "types.containerd.io/opencontainers/runtime-spec/1/Spec"
 /// containerd's task status `STOPPED`.
 const TASK_STOPPED: i32 = 3;
 const SIGKILL: u32 = 9;
-const SIGTERM: u32 = 15;
+/// How long a killed task may take to be reaped.
+const TASK_EXIT_WAIT: Duration = Duration::from_secs(10);
+/// Containers removed at once by [`ContainerdRuntime::remove_all`].
+const TEARDOWN_CONCURRENCY: usize = 16;
 
 /// Settings of [`ContainerdRuntime`].
 pub struct RuntimeSettings {
@@ -55,8 +58,6 @@ pub struct RuntimeSettings {
     pub state_dir: PathBuf,
     /// The `binary://` logger that writes json-file logs.
     pub logger: PathBuf,
-    /// How long a task gets between SIGTERM and SIGKILL.
-    pub stop_timeout: Duration,
 }
 
 /// Creates, starts and removes containers in containerd.
@@ -482,7 +483,12 @@ impl ContainerdRuntime {
             })
     }
 
-    /// Kills and deletes the task of `id` if there is one.
+    /// Deletes the task of `id` if there is one, killing it first when it
+    /// still runs. Purging is for attempts that must not survive and for
+    /// teardown, so there is no grace period.
+    // TODO(factory): a user-facing stop/remove needs SIGTERM, a grace
+    // period, then SIGKILL (Kanto's stopWithOptions); it comes with those
+    // operations.
     async fn delete_task(&self, id: ContainerId) -> Result<(), RuntimeError> {
         let delete = || async {
             let request = DeleteTaskRequest {
@@ -493,34 +499,21 @@ impl ContainerdRuntime {
                 .delete(self.ctrd.request(request, None))
                 .await
         };
-        match delete().await {
-            Ok(_) => return Ok(()),
-            Err(s) if is_not_found(&s) => return Ok(()),
-            Err(_) => {}
-        }
-        // The task still runs: TERM, then KILL after the stop timeout.
-        self.kill(id, SIGTERM).await;
-        let deadline = tokio::time::Instant::now() + self.settings.stop_timeout;
         let mut killed = false;
+        let deadline = tokio::time::Instant::now() + TASK_EXIT_WAIT;
         loop {
-            tokio::time::sleep(Duration::from_millis(100)).await;
             match delete().await {
                 Ok(_) => return Ok(()),
                 Err(s) if is_not_found(&s) => return Ok(()),
-                Err(s)
-                    if killed
-                        && tokio::time::Instant::now() > deadline + Duration::from_secs(10) =>
-                {
-                    return Err(exec(
-                        format!("failed to delete the task of container {id}"),
-                        s.message(),
-                    ));
+                Err(s) if tokio::time::Instant::now() > deadline => {
+                    let context = format!("failed to delete the task of container {id}");
+                    return Err(exec(context, s.message()));
                 }
-                Err(_) if !killed && tokio::time::Instant::now() > deadline => {
+                Err(_) if !killed => {
                     self.kill(id, SIGKILL).await;
                     killed = true;
                 }
-                Err(_) => {}
+                Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
             }
         }
     }
@@ -625,20 +618,27 @@ impl ContainerdRuntime {
         Ok(())
     }
 
-    /// Removes every container of the namespace (for `cf-factory teardown`).
+    /// Removes every container of the namespace (for `cf-factory teardown`),
+    /// several at a time.
     ///
     /// # Errors
-    /// The first container that could not be removed.
+    /// The first container that could not be removed; the others are still
+    /// attempted.
     pub async fn remove_all(&self) -> Result<usize, RuntimeError> {
         let containers = self.list_containers(String::new()).await?;
-        let mut removed = 0;
-        for c in &containers {
-            if let Ok(id) = ContainerId::parse(&c.id) {
-                self.purge(id).await?;
-                removed += 1;
-            }
+        let ids = containers
+            .iter()
+            .filter_map(|c| ContainerId::parse(&c.id).ok());
+        let results: Vec<_> = futures::stream::iter(ids)
+            .map(|id| self.purge(id))
+            .buffer_unordered(TEARDOWN_CONCURRENCY)
+            .collect()
+            .await;
+        let removed = results.iter().filter(|r| r.is_ok()).count();
+        match results.into_iter().find_map(Result::err) {
+            Some(e) => Err(e),
+            None => Ok(removed),
         }
-        Ok(removed)
     }
 }
 
