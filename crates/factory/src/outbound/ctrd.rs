@@ -108,6 +108,7 @@ impl Ctrd {
 
     /// Creates a lease that keeps new content and snapshots from being
     /// garbage collected until it is deleted (or expires, after a crash).
+    /// A lease that already exists is reused.
     ///
     /// # Errors
     /// [`RuntimeError::Execution`] when containerd refuses.
@@ -124,11 +125,12 @@ impl Ctrd {
             },
             None,
         );
-        self.leases()
-            .create(request)
-            .await
-            .map_err(|e| exec("failed to create a containerd lease", e))?;
-        Ok(())
+        match self.leases().create(request).await {
+            Ok(_) => Ok(()),
+            // Left by an attempt that was interrupted; lease IDs are ours.
+            Err(s) if is_already_exists(&s) => Ok(()),
+            Err(e) => Err(exec("failed to create a containerd lease", e.message())),
+        }
     }
 
     /// Deletes a lease; a missing lease is fine.
