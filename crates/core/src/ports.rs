@@ -131,6 +131,18 @@ pub trait ContainerRuntime: Send + Sync + 'static {
     /// [`RuntimeError::Execution`] otherwise.
     fn start(&self, id: ContainerId) -> impl Future<Output = Result<(), RuntimeError>> + Send;
 
+    /// Records that the task of container `id` exited with `exit_code`:
+    /// releases the task and its network and marks the container exited.
+    ///
+    /// # Errors
+    /// [`RuntimeError::Execution`] when the task or network could not be
+    /// released or the state not recorded.
+    fn settle_exit(
+        &self,
+        id: ContainerId,
+        exit_code: u32,
+    ) -> impl Future<Output = Result<(), RuntimeError>> + Send;
+
     /// Removes whatever an interrupted attempt left of container `id`; a
     /// container that does not exist is not an error.
     ///
@@ -166,4 +178,51 @@ pub trait AnswerSink: Send + Sync + 'static {
         &self,
         answer: crate::ditto::Answer,
     ) -> impl Future<Output = Result<(), TransportError>> + Send;
+}
+
+/// A container's lifecycle state, in Kanto's names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ContainerState {
+    /// Created, no task.
+    Created,
+    /// Its task runs.
+    Running,
+    /// Its start failed, or it was stopped.
+    Stopped,
+    /// Its process ended by itself.
+    Exited,
+}
+
+impl ContainerState {
+    /// The state's wire name, e.g. `RUNNING`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Created => "CREATED",
+            Self::Running => "RUNNING",
+            Self::Stopped => "STOPPED",
+            Self::Exited => "EXITED",
+        }
+    }
+}
+
+/// A container changed state.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ContainerEvent {
+    /// The container.
+    pub container_id: ContainerId,
+    /// Its new state.
+    pub state: ContainerState,
+    /// The exit code, for [`ContainerState::Exited`].
+    pub exit_code: Option<u32>,
+    /// Why, for [`ContainerState::Stopped`] after a failure.
+    pub error: Option<String>,
+    /// The request that caused the change, if one did.
+    pub correlation_id: Option<CorrelationId>,
+}
+
+/// Tells the rest of the system about container state changes.
+pub trait EventSink: Send + Sync + 'static {
+    /// Publishes `event`. Best effort: a lost event never fails the
+    /// operation that caused it, so implementations log their failures.
+    fn publish(&self, event: ContainerEvent) -> impl Future<Output = ()> + Send;
 }

@@ -10,13 +10,16 @@ use std::time::Duration;
 
 use anyhow::Context;
 use cf_bus::config::Config;
+use cf_core::ports::{EventSink, RequestLedger};
 use cf_factory::inbound::jobs::consume_jobs;
 use cf_factory::outbound::cni::{CniConfig, CniNetwork};
-use cf_factory::outbound::containerd::{ContainerdRuntime, RuntimeSettings};
+use cf_factory::outbound::containerd::{ContainerdRuntime, RuntimeSettings, TaskExited};
 use cf_factory::outbound::ctrd::Ctrd;
+use cf_factory::outbound::events::NatsEvents;
 use cf_factory::outbound::image::{ImageStore, RegistrySettings};
 use cf_factory::outbound::ledger::KvLedger;
 use cf_factory::service::Factory;
+use tokio::sync::mpsc::{self, Receiver, Sender};
 use tracing::{error, info, warn};
 
 #[tokio::main]
@@ -41,9 +44,12 @@ async fn main() -> anyhow::Result<()> {
     let js = cf_bus::connect(&config.nats.url, "cf-factory").await?;
     let ledger_ttl = Duration::from_secs(config.ledger_ttl_secs);
     let ledger = KvLedger::new(cf_bus::ensure_topology(&js, ledger_ttl).await?);
-    let factory = Arc::new(Factory::new(ledger, runtime));
+    let events = NatsEvents::new(js.client());
+    let factory = Arc::new(Factory::new(ledger, runtime, events));
 
-    let watcher = tokio::spawn(watch_exits(Arc::clone(&factory)));
+    let (exits, exited) = mpsc::channel(256);
+    let watcher = tokio::spawn(watch_exits(Arc::clone(&factory), exits));
+    let settler = tokio::spawn(settle_exits(Arc::clone(&factory), exited));
     tokio::select! {
         r = consume_jobs(js, factory, config.factory.concurrency) => {
             error!(result = ?r, "job consumer stopped");
@@ -52,6 +58,7 @@ async fn main() -> anyhow::Result<()> {
         () = terminated() => info!("terminated"),
     }
     watcher.abort();
+    settler.abort();
     Ok(())
 }
 
@@ -82,15 +89,30 @@ async fn build_runtime(config: &Config) -> anyhow::Result<ContainerdRuntime> {
 }
 
 /// Keeps following task exits; a broken event stream is reopened.
-async fn watch_exits<L>(factory: Arc<Factory<L, ContainerdRuntime>>)
-where
-    L: cf_core::ports::RequestLedger,
+async fn watch_exits<L, E>(
+    factory: Arc<Factory<L, ContainerdRuntime, E>>,
+    exits: Sender<TaskExited>,
+) where
+    L: RequestLedger,
+    E: EventSink,
 {
     loop {
-        if let Err(e) = factory.runtime().watch_exits().await {
+        if let Err(e) = factory.runtime().watch_exits(&exits).await {
             warn!(error = %e, "task exit watcher stopped; restarting it");
         }
         tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}
+
+async fn settle_exits<L, E>(
+    factory: Arc<Factory<L, ContainerdRuntime, E>>,
+    mut exited: Receiver<TaskExited>,
+) where
+    L: RequestLedger,
+    E: EventSink,
+{
+    while let Some((id, exit_code)) = exited.recv().await {
+        factory.handle_exit(id, exit_code).await;
     }
 }
 

@@ -2,7 +2,10 @@
 //! ledger, wait for a duplicate that is still being worked on, resume a job
 //! that a crash interrupted, or do the work. Generic over the ports.
 
-use cf_core::ports::{ContainerRuntime, LedgerEntry, LedgerError, RequestLedger};
+use cf_core::ports::{
+    ContainerEvent, ContainerRuntime, ContainerState, EventSink, LedgerEntry, LedgerError,
+    RequestLedger,
+};
 use cf_core::request::{CreateRequest, Operation, Outcome};
 use cf_core::{ApiError, ContainerId, CorrelationId};
 use serde_json::Value;
@@ -33,15 +36,21 @@ pub enum Decision {
 }
 
 /// Carries out create jobs exactly once per correlation-id.
-pub struct Factory<L, R> {
+pub struct Factory<L, R, E> {
     ledger: L,
     runtime: R,
+    events: E,
 }
 
-impl<L: RequestLedger, R: ContainerRuntime> Factory<L, R> {
-    /// A factory remembering requests in `ledger` and creating on `runtime`.
-    pub fn new(ledger: L, runtime: R) -> Self {
-        Self { ledger, runtime }
+impl<L: RequestLedger, R: ContainerRuntime, E: EventSink> Factory<L, R, E> {
+    /// A factory remembering requests in `ledger`, creating on `runtime`
+    /// and telling `events` about state changes.
+    pub fn new(ledger: L, runtime: R, events: E) -> Self {
+        Self {
+            ledger,
+            runtime,
+            events,
+        }
     }
 
     /// The runtime, for the exit watcher and teardown.
@@ -95,30 +104,66 @@ impl<L: RequestLedger, R: ContainerRuntime> Factory<L, R> {
                 return Ok(Decision::Answer(outcome));
             }
         }
-        let outcome = self.create(id, &request).await;
+        let outcome = self.create(id, &request, &job.correlation_id).await;
         entry.outcome = Some(outcome.clone());
         self.ledger.settle(&job.correlation_id, &entry).await?;
         Ok(Decision::Answer(outcome))
     }
 
-    async fn create(&self, id: ContainerId, request: &CreateRequest) -> Outcome {
+    /// Records that a container's task exited and says so.
+    pub async fn handle_exit(&self, id: ContainerId, exit_code: u32) {
+        if let Err(e) = self.runtime.settle_exit(id, exit_code).await {
+            warn!(container_id = %id, error = %e, "failed to settle an exited task");
+        }
+        let mut event = event(id, ContainerState::Exited, None);
+        event.exit_code = Some(exit_code);
+        self.events.publish(event).await;
+    }
+
+    async fn create(
+        &self,
+        id: ContainerId,
+        request: &CreateRequest,
+        cid: &CorrelationId,
+    ) -> Outcome {
         if let Err(e) = self.runtime.create(id, request).await {
             return Outcome::Failed(e.into());
         }
+        self.events
+            .publish(event(id, ContainerState::Created, Some(cid)))
+            .await;
         if !request.start {
             return Outcome::Created(id);
         }
         match self.runtime.start(id).await {
-            Ok(()) => Outcome::Created(id),
+            Ok(()) => {
+                self.events
+                    .publish(event(id, ContainerState::Running, Some(cid)))
+                    .await;
+                Outcome::Created(id)
+            }
             Err(e) => {
                 let mut error = ApiError::from(e);
                 error.message = format!(
                     "container {id} was created but failed to start: {}",
                     error.message
                 );
+                let mut stopped = event(id, ContainerState::Stopped, Some(cid));
+                stopped.error = Some(error.message.clone());
+                self.events.publish(stopped).await;
                 Outcome::Failed(error)
             }
         }
+    }
+}
+
+fn event(id: ContainerId, state: ContainerState, cid: Option<&CorrelationId>) -> ContainerEvent {
+    ContainerEvent {
+        container_id: id,
+        state,
+        exit_code: None,
+        error: None,
+        correlation_id: cid.cloned(),
     }
 }
 

@@ -47,6 +47,7 @@ pub struct Stack {
     pub ctrd_address: String,
     pub ctrd_namespace: String,
     pub registry: String,
+    pub nats_url: String,
     /// The host's address on the container bridge (`host_ip`).
     pub bridge_gateway: Ipv4Addr,
 }
@@ -98,6 +99,7 @@ impl Stack {
             ctrd_address: get("CONTAINERD_ADDRESS"),
             ctrd_namespace: get("CONTAINERD_NAMESPACE"),
             registry: get("CF_REGISTRY"),
+            nats_url: get("CF_NATS_URL"),
             bridge_gateway: bridge_gateway(&root),
             root,
         }

@@ -14,11 +14,13 @@
 //! - `idempotency`: correlation-id replays;
 //! - `failures`: a pull failure leaves nothing behind;
 //! - `concurrency`: a burst of creates;
+//! - `events`: container lifecycle events on the internal NATS bus;
 //! - `resilience`: killing cf-factory and restarting cf-gateway mid-request.
 
 mod concurrency;
 mod create;
 mod errors;
+mod events;
 mod failures;
 mod helpers;
 mod idempotency;

@@ -8,7 +8,7 @@ use std::time::Duration;
 use async_nats::jetstream::{self, consumer, message::PublishMessage, AckKind};
 use cf_bus::pb::{job_result, CreateJob, JobResult};
 use cf_bus::subjects;
-use cf_core::ports::{ContainerRuntime, RequestLedger};
+use cf_core::ports::{ContainerRuntime, EventSink, RequestLedger};
 use cf_core::request::{Operation, Outcome};
 use cf_core::CorrelationId;
 use futures::StreamExt;
@@ -30,14 +30,15 @@ const LEDGER_RETRY: Duration = Duration::from_secs(2);
 ///
 /// # Errors
 /// When the consumer cannot be created or its message stream fails.
-pub async fn consume_jobs<L, R>(
+pub async fn consume_jobs<L, R, E>(
     js: jetstream::Context,
-    factory: Arc<Factory<L, R>>,
+    factory: Arc<Factory<L, R, E>>,
     concurrency: usize,
 ) -> Result<(), async_nats::Error>
 where
     L: RequestLedger,
     R: ContainerRuntime,
+    E: EventSink,
 {
     let stream = js.get_stream(subjects::JOBS_STREAM).await?;
     let consumer: consumer::PullConsumer = stream
@@ -70,13 +71,14 @@ where
     Ok(())
 }
 
-async fn handle_message<L, R>(
+async fn handle_message<L, R, E>(
     js: &jetstream::Context,
-    factory: &Factory<L, R>,
+    factory: &Factory<L, R, E>,
     message: jetstream::Message,
 ) where
     L: RequestLedger,
     R: ContainerRuntime,
+    E: EventSink,
 {
     let (job_id, delivered) = match message.info() {
         Ok(info) => (info.stream_sequence, info.delivered),

@@ -26,6 +26,7 @@ use containerd_client::services::v1::{
 };
 use futures::StreamExt;
 use prost::Message;
+use tokio::sync::mpsc;
 use tracing::{info, instrument, warn, Span};
 
 use super::cni::{CniNetwork, PortMap};
@@ -537,29 +538,13 @@ impl ContainerdRuntime {
         }
     }
 
-    /// Records an exited task: releases its network and task and marks the
-    /// container EXITED with its exit code.
-    #[instrument(skip(self), fields(container_id = %id))]
-    pub async fn handle_exit(&self, id: ContainerId, exit_code: u32) {
-        if let Err(e) = self.release_task(id).await {
-            warn!(error = %e, "failed to release an exited task");
-        }
-        let labels = [
-            (LABEL_STATE, "EXITED".to_owned()),
-            (LABEL_EXIT_CODE, exit_code.to_string()),
-        ];
-        match self.set_labels(id, &labels).await {
-            Ok(()) => info!(exit_code, "container exited"),
-            Err(e) => warn!(error = %e, "failed to record the exit"),
-        }
-    }
-
-    /// Follows task exits until the event stream ends; first settles the
-    /// tasks that exited while the factory was not watching.
+    /// Sends every exit of a container's task to `exits` until the event
+    /// stream ends; first the tasks that exited while nobody watched.
     ///
     /// # Errors
-    /// When containerd's event stream cannot be opened or breaks.
-    pub async fn watch_exits(&self) -> Result<(), RuntimeError> {
+    /// When containerd's event stream cannot be opened or breaks, or
+    /// `exits` is closed.
+    pub async fn watch_exits(&self, exits: &mpsc::Sender<TaskExited>) -> Result<(), RuntimeError> {
         let filters = vec![format!(
             "topic==\"/tasks/exit\",namespace==\"{}\"",
             self.ctrd.namespace()
@@ -572,7 +557,7 @@ impl ContainerdRuntime {
             .await
             .map_err(|e| exec("failed to subscribe to containerd events", e.message()))?
             .into_inner();
-        self.settle_stopped_tasks().await?;
+        self.report_stopped_tasks(exits).await?;
         while let Some(envelope) = events.next().await {
             let envelope =
                 envelope.map_err(|e| exec("containerd event stream failed", e.message()))?;
@@ -586,7 +571,7 @@ impl ContainerdRuntime {
                 continue;
             };
             if exit.id == exit.container_id {
-                self.handle_exit(id, exit.exit_status).await;
+                send(exits, (id, exit.exit_status)).await?;
             }
         }
         Err(exec(
@@ -595,7 +580,10 @@ impl ContainerdRuntime {
         ))
     }
 
-    async fn settle_stopped_tasks(&self) -> Result<(), RuntimeError> {
+    async fn report_stopped_tasks(
+        &self,
+        exits: &mpsc::Sender<TaskExited>,
+    ) -> Result<(), RuntimeError> {
         let request = self.ctrd.request(
             ListTasksRequest {
                 filter: String::new(),
@@ -612,7 +600,7 @@ impl ContainerdRuntime {
             .tasks;
         for task in tasks.into_iter().filter(|t| t.status == TASK_STOPPED) {
             if let Ok(id) = ContainerId::parse(&task.container_id) {
-                self.handle_exit(id, task.exit_status).await;
+                send(exits, (id, task.exit_status)).await?;
             }
         }
         Ok(())
@@ -697,6 +685,18 @@ impl ContainerRuntime for ContainerdRuntime {
         result
     }
 
+    #[instrument(skip(self))]
+    async fn settle_exit(&self, id: ContainerId, exit_code: u32) -> Result<(), RuntimeError> {
+        self.release_task(id).await?;
+        let labels = [
+            (LABEL_STATE, "EXITED".to_owned()),
+            (LABEL_EXIT_CODE, exit_code.to_string()),
+        ];
+        self.set_labels(id, &labels).await?;
+        info!(exit_code, "container exited");
+        Ok(())
+    }
+
     #[instrument(skip_all, fields(container_id = %id))]
     async fn purge(&self, id: ContainerId) -> Result<(), RuntimeError> {
         self.release_task(id).await?;
@@ -748,6 +748,16 @@ impl ContainerRuntime for ContainerdRuntime {
         Span::current().record("container_id", tracing::field::display(id));
         Ok(())
     }
+}
+
+/// A container's task exited: its ID and exit code.
+pub type TaskExited = (ContainerId, u32);
+
+async fn send(exits: &mpsc::Sender<TaskExited>, exit: TaskExited) -> Result<(), RuntimeError> {
+    exits
+        .send(exit)
+        .await
+        .map_err(|_| exec("failed to report a task exit", "nobody listens"))
 }
 
 fn ports_of(container: &Container) -> Vec<PortMapping> {

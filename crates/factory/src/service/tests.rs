@@ -1,7 +1,7 @@
 use std::collections::HashMap;
 use std::sync::Mutex;
 
-use cf_core::ports::RuntimeError;
+use cf_core::ports::{ContainerEvent, RuntimeError};
 use cf_core::ErrorCode;
 use serde_json::json;
 
@@ -49,9 +49,23 @@ impl ContainerRuntime for RecordingRuntime {
         Ok(())
     }
 
+    async fn settle_exit(&self, id: ContainerId, code: u32) -> Result<(), RuntimeError> {
+        self.calls.lock().unwrap().push(format!("exit {id} {code}"));
+        Ok(())
+    }
+
     async fn purge(&self, id: ContainerId) -> Result<(), RuntimeError> {
         self.calls.lock().unwrap().push(format!("purge {id}"));
         Ok(())
+    }
+}
+
+#[derive(Default)]
+struct RecordingEvents(Mutex<Vec<ContainerEvent>>);
+
+impl EventSink for RecordingEvents {
+    async fn publish(&self, event: ContainerEvent) {
+        self.0.lock().unwrap().push(event);
     }
 }
 
@@ -66,12 +80,22 @@ fn job(id: u64, cid: &str, start: bool) -> Job {
     }
 }
 
-fn factory(fail_start: bool) -> Factory<InMemoryLedger, RecordingRuntime> {
+type TestFactory = Factory<InMemoryLedger, RecordingRuntime, RecordingEvents>;
+
+fn factory(fail_start: bool) -> TestFactory {
     let runtime = RecordingRuntime {
         fail_start,
         ..Default::default()
     };
-    Factory::new(InMemoryLedger::default(), runtime)
+    Factory::new(
+        InMemoryLedger::default(),
+        runtime,
+        RecordingEvents::default(),
+    )
+}
+
+fn states(f: &TestFactory) -> Vec<ContainerState> {
+    f.events.0.lock().unwrap().iter().map(|e| e.state).collect()
 }
 
 fn created(d: Decision) -> ContainerId {
@@ -149,4 +173,42 @@ async fn a_failed_start_names_the_container_that_stays() {
     let id = calls[0].trim_start_matches("create ");
     assert!(e.message.contains(id), "{}", e.message);
     assert_eq!(e.code, ErrorCode::ExecutionFailed);
+}
+
+#[tokio::test]
+async fn tells_each_state_change_once() {
+    let f = factory(false);
+    let id = created(f.handle(&job(1, "c", true)).await.unwrap());
+    f.handle(&job(2, "c", true)).await.unwrap();
+    f.handle_exit(id, 3).await;
+    assert_eq!(
+        states(&f),
+        [
+            ContainerState::Created,
+            ContainerState::Running,
+            ContainerState::Exited
+        ]
+    );
+    let events = f.events.0.lock().unwrap();
+    assert_eq!(events[2].exit_code, Some(3));
+    assert_eq!(
+        events[0].correlation_id.as_ref().map(|c| c.as_str()),
+        Some("c")
+    );
+}
+
+#[tokio::test]
+async fn a_failed_start_is_told_as_stopped_with_its_cause() {
+    let f = factory(true);
+    f.handle(&job(1, "c", true)).await.unwrap();
+    assert_eq!(
+        states(&f),
+        [ContainerState::Created, ContainerState::Stopped]
+    );
+    let events = f.events.0.lock().unwrap();
+    assert!(events[1]
+        .error
+        .as_deref()
+        .unwrap_or_default()
+        .contains("failed to start"));
 }
