@@ -74,9 +74,11 @@ impl<Q: JobQueue, A: AnswerSink> Gateway<Q, A> {
         self.answer(reply, outcome).instrument(span).await;
     }
 
+    /// Queues `command`, retrying with back-off while the queue is down.
     async fn submit(&self, command: &cf_core::ditto::CreateCommand) -> Result<(), String> {
         let mut delay = Duration::from_millis(100);
-        for attempt in 1..=SUBMIT_ATTEMPTS {
+        let mut attempt = 1;
+        loop {
             match self.queue.submit(command).await {
                 Ok(()) => {
                     debug!("job queued");
@@ -87,8 +89,8 @@ impl<Q: JobQueue, A: AnswerSink> Gateway<Q, A> {
             }
             tokio::time::sleep(delay).await;
             delay *= 2;
+            attempt += 1;
         }
-        Err("no attempt was made".into())
     }
 
     async fn answer(&self, reply: &Reply, outcome: &Outcome) {
