@@ -687,6 +687,10 @@ impl ContainerRuntime for ContainerdRuntime {
 
     #[instrument(skip(self))]
     async fn settle_exit(&self, id: ContainerId, exit_code: u32) -> Result<(), RuntimeError> {
+        // A container purged meanwhile (its kill is what exited) needs nothing.
+        if self.get_container(id).await?.is_none() {
+            return Ok(());
+        }
         self.release_task(id).await?;
         let labels = [
             (LABEL_STATE, "EXITED".to_owned()),
