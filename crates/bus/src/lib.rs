@@ -4,6 +4,7 @@
 //! # Layout
 //! - [`config`]: the configuration file and environment of both services.
 //! - [`pb`]: the generated messages, and their conversions to `cf-core` types.
+//! - [`shutdown`]: waiting for SIGTERM or SIGINT.
 //! - [`telemetry`]: the tracing subscriber of both binaries.
 //! - [`subjects`]: every subject, stream, consumer and bucket name.
 //! - [`connect`] and [`ensure_topology`]: the client and the streams both
@@ -15,6 +16,7 @@ use async_nats::jetstream::{self, kv, stream};
 
 pub mod config;
 pub mod pb;
+pub mod shutdown;
 pub mod telemetry;
 
 /// Names on the bus, declared once.

@@ -63,26 +63,12 @@ impl TryFrom<job_result::Outcome> for Outcome {
                 .map(Outcome::Created)
                 .map_err(|e| Malformed(e.to_string())),
             job_result::Outcome::Failure(f) => {
-                let code = error_code(&f.error)
+                let code = ErrorCode::parse(&f.error)
                     .ok_or_else(|| Malformed(format!("unknown error code {}", f.error)))?;
                 Ok(Outcome::Failed(ApiError::new(code, f.message)))
             }
         }
     }
-}
-
-fn error_code(s: &str) -> Option<ErrorCode> {
-    use ErrorCode::*;
-    [
-        ParameterInvalid,
-        HeaderInvalid,
-        SubjectNotFound,
-        Conflict,
-        PayloadTooLarge,
-        ExecutionFailed,
-    ]
-    .into_iter()
-    .find(|c| c.as_str() == s)
 }
 
 #[cfg(test)]

@@ -22,6 +22,21 @@ pub enum ErrorCode {
 }
 
 impl ErrorCode {
+    /// Every class, for decoding.
+    pub const ALL: [Self; 6] = [
+        Self::ParameterInvalid,
+        Self::HeaderInvalid,
+        Self::SubjectNotFound,
+        Self::Conflict,
+        Self::PayloadTooLarge,
+        Self::ExecutionFailed,
+    ];
+
+    /// The class whose Ditto `error` string is `s`.
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|c| c.as_str() == s)
+    }
+
     /// The HTTP-like status that Ditto carries for this class.
     pub fn status(self) -> u16 {
         match self {

@@ -54,8 +54,7 @@ async fn main() -> anyhow::Result<()> {
         r = consume_jobs(js, factory, config.factory.concurrency) => {
             error!(result = ?r, "job consumer stopped");
         }
-        _ = tokio::signal::ctrl_c() => info!("interrupted"),
-        () = terminated() => info!("terminated"),
+        () = cf_bus::shutdown::requested() => {}
     }
     watcher.abort();
     settler.abort();
@@ -128,16 +127,4 @@ fn parse_args() -> anyhow::Result<(Option<PathBuf>, bool)> {
         }
     }
     Ok((config, teardown))
-}
-
-async fn terminated() {
-    match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-        Ok(mut s) => {
-            s.recv().await;
-        }
-        Err(e) => {
-            error!(error = %e, "cannot listen for SIGTERM");
-            std::future::pending::<()>().await;
-        }
-    }
 }

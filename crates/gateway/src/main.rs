@@ -52,8 +52,7 @@ async fn main() -> anyhow::Result<()> {
     tokio::select! {
         () = mqtt.run(gateway) => {}
         r = results => error!(result = ?r, "job result consumer stopped"),
-        _ = tokio::signal::ctrl_c() => info!("interrupted"),
-        () = terminated() => info!("terminated"),
+        () = cf_bus::shutdown::requested() => {}
     }
     Ok(())
 }
@@ -65,17 +64,5 @@ fn config_path() -> anyhow::Result<Option<PathBuf>> {
         (None, _) => Ok(None),
         (Some("--config"), Some(path)) => Ok(Some(path.into())),
         _ => anyhow::bail!("usage: cf-gateway [--config <file.toml>]"),
-    }
-}
-
-async fn terminated() {
-    match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-        Ok(mut s) => {
-            s.recv().await;
-        }
-        Err(e) => {
-            error!(error = %e, "cannot listen for SIGTERM");
-            std::future::pending::<()>().await;
-        }
     }
 }

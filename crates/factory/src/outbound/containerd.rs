@@ -27,10 +27,10 @@ use containerd_client::services::v1::{
 use futures::StreamExt;
 use prost::Message;
 use tokio::sync::mpsc;
-use tracing::{info, instrument, warn, Span};
+use tracing::{info, instrument, warn};
 
 use super::cni::{CniNetwork, PortMap};
-use super::ctrd::{exec, is_not_found, Ctrd};
+use super::ctrd::{exec, is_not_found, removed, Ctrd};
 use super::image::{ImageStore, PulledImage};
 use super::spec::{self, SpecInput};
 
@@ -705,52 +705,32 @@ impl ContainerRuntime for ContainerdRuntime {
     async fn purge(&self, id: ContainerId) -> Result<(), RuntimeError> {
         self.release_task(id).await?;
         let delete = DeleteContainerRequest { id: id.to_string() };
-        match self
+        let deleted = self
             .ctrd
             .containers()
             .delete(self.ctrd.request(delete, None))
-            .await
-        {
-            Ok(_) => {}
-            Err(s) if is_not_found(&s) => {}
-            Err(s) => {
-                return Err(exec(
-                    format!("failed to delete container {id}"),
-                    s.message(),
-                ))
-            }
-        }
+            .await;
+        removed(deleted, || format!("failed to delete container {id}"))?;
         let remove = RemoveSnapshotRequest {
             snapshotter: self.settings.snapshotter.clone(),
             key: id.to_string(),
         };
-        match self
+        let snapshot = self
             .ctrd
             .snapshots()
             .remove(self.ctrd.request(remove, None))
-            .await
-        {
-            Ok(_) => {}
-            Err(s) if is_not_found(&s) => {}
-            Err(s) => {
-                return Err(exec(
-                    format!("failed to remove the snapshot of container {id}"),
-                    s.message(),
-                ))
-            }
-        }
+            .await;
+        removed(snapshot, || {
+            format!("failed to remove the snapshot of container {id}")
+        })?;
         match tokio::fs::remove_dir_all(self.files_dir(id)).await {
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => {
-                return Err(exec(
-                    format!("failed to remove the files of container {id}"),
-                    e,
-                ))
-            }
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(exec(
+                format!("failed to remove the files of container {id}"),
+                e,
+            )),
         }
-        Span::current().record("container_id", tracing::field::display(id));
-        Ok(())
     }
 }
 

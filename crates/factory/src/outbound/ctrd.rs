@@ -146,11 +146,10 @@ impl Ctrd {
             },
             None,
         );
-        match self.leases().delete(request).await {
-            Ok(_) => Ok(()),
-            Err(s) if s.code() == Code::NotFound => Ok(()),
-            Err(e) => Err(exec("failed to delete a containerd lease", e)),
-        }
+        let deleted = self.leases().delete(request).await;
+        removed(deleted, || {
+            format!("failed to delete containerd lease {id}")
+        })
     }
 }
 
@@ -159,6 +158,21 @@ pub fn exec(context: impl Into<String>, e: impl std::fmt::Display) -> RuntimeErr
     RuntimeError::Execution {
         context: context.into(),
         reason: e.to_string(),
+    }
+}
+
+/// `result` with "already gone" counted as success, for idempotent removal.
+///
+/// # Errors
+/// [`RuntimeError::Execution`] with `context` for any other failure.
+pub fn removed<T>(
+    result: Result<T, Status>,
+    context: impl FnOnce() -> String,
+) -> Result<(), RuntimeError> {
+    match result {
+        Ok(_) => Ok(()),
+        Err(s) if is_not_found(&s) => Ok(()),
+        Err(s) => Err(exec(context(), s.message())),
     }
 }
 
