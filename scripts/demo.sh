@@ -46,7 +46,7 @@ subscribe() {
     >"$WORK/answers" 2>&1 &
   SUB_PID=$!
   local deadline=$((SECONDS + 10))
-  until grep -q 'received SUBACK' "$WORK/answers"; do
+  until grep -qs 'received SUBACK' "$WORK/answers"; do
     kill -0 "$SUB_PID" 2>/dev/null || die "mosquitto_sub failed: $(cat "$WORK/answers")"
     ((SECONDS < deadline)) || die "no SUBACK from mosquitto within 10 s"
     sleep 0.1

@@ -31,6 +31,13 @@ CTRD_DIR="$RUN/containerd"
 CTRD_SOCK="$CTRD_DIR/containerd.sock"
 CTRD_TTRPC="$CTRD_DIR/containerd.sock.ttrpc"
 
+# The settings a running stack was started with fill in what the caller
+# leaves unset, so that a later `up` (e.g. after a rebuild) restarts services
+# the same way.
+STACK_CONF="$RUN/stack.conf"
+# shellcheck source=/dev/null
+[[ -f "$STACK_CONF" ]] && . "$STACK_CONF"
+
 MQTT_PORT="${CF_DEMO_MQTT_PORT:-1883}"
 NATS_PORT="${CF_DEMO_NATS_PORT:-4222}"
 REGISTRY_PORT="${CF_DEMO_REGISTRY_PORT:-5001}"
@@ -449,9 +456,21 @@ summary() {
   log "environment in $RUN/env (. .run/env); stop with: just down"
 }
 
+write_stack_conf() {
+  mkdir -p "$RUN"
+  {
+    printf ': "${CF_DEMO_MQTT_PORT:=%s}"\n' "$MQTT_PORT"
+    printf ': "${CF_DEMO_NATS_PORT:=%s}"\n' "$NATS_PORT"
+    printf ': "${CF_DEMO_REGISTRY_PORT:=%s}"\n' "$REGISTRY_PORT"
+    printf ': "${CF_DEMO_SUBNET:=%s}"\n' "$SUBNET"
+    printf ': "${CF_NETWORK__BRIDGE:=%s}"\n' "$BRIDGE"
+  } >"$STACK_CONF"
+}
+
 cmd_up() {
   check_socket_path
   check_subnet
+  write_stack_conf
   start_infra
   CF_REGISTRY_PORT="$REGISTRY_PORT" CF_IMAGES_DIR="$RUN/images" "$ROOT/scripts/images.sh"
   if [[ "${CF_STACK_NO_SERVICES:-}" == 1 ]]; then
@@ -596,6 +615,7 @@ cmd_down() {
   delete_portmap_chains
   delete_our_netns
   delete_bridge
+  rm -f "$STACK_CONF"
 }
 
 # ---------------------------------------------------------------- main

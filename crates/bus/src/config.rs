@@ -238,7 +238,7 @@ impl Config {
     }
 
     fn from_figment(figment: Figment) -> Result<Self, ConfigError> {
-        let config: Config = figment.extract().map_err(|e| ConfigError(e.to_string()))?;
+        let config: Config = figment.extract().map_err(describe)?;
         config.validate()?;
         Ok(config)
     }
@@ -255,6 +255,8 @@ impl Config {
                 )));
             }
         }
+        check_subnet(&self.network.subnet)
+            .map_err(|e| ConfigError(format!("network.subnet: {e}")))?;
         if self.factory.concurrency == 0 {
             return Err(ConfigError(
                 "factory.concurrency: must be at least 1".into(),
@@ -296,6 +298,40 @@ impl Config {
                 .map_err(|_| ConfigError(format!("mqtt.url: invalid port {port:?}"))),
             None => Ok((rest.to_owned(), 1883)),
         }
+    }
+}
+
+/// One line per figment error: the dotted key, what is wrong, and where the
+/// value came from.
+fn describe(errors: figment::Error) -> ConfigError {
+    let lines: Vec<String> = errors
+        .into_iter()
+        .map(|e| {
+            let key = e.path.join(".");
+            let source = match e.metadata.as_ref().and_then(|m| m.source.as_ref()) {
+                Some(figment::Source::File(path)) => format!(" (in {})", path.display()),
+                Some(_) => String::new(),
+                None => " (from the environment)".to_owned(),
+            };
+            match key.as_str() {
+                "" => format!("{}{source}", e.kind),
+                key => format!("{key}: {}{source}", e.kind),
+            }
+        })
+        .collect();
+    ConfigError(lines.join("; "))
+}
+
+/// An IPv4 CIDR with room for a gateway and containers.
+fn check_subnet(subnet: &str) -> Result<(), String> {
+    let (addr, prefix) = subnet
+        .split_once('/')
+        .ok_or_else(|| format!("{subnet:?} is not an IPv4 CIDR like 10.231.17.0/24"))?;
+    addr.parse::<std::net::Ipv4Addr>()
+        .map_err(|_| format!("{addr:?} is not an IPv4 address"))?;
+    match prefix.parse::<u8>() {
+        Ok(8..=30) => Ok(()),
+        _ => Err(format!("prefix length {prefix:?} must be between 8 and 30")),
     }
 }
 
@@ -360,6 +396,8 @@ mod tests {
         assert!(e.to_string().contains("factory.concurrency"), "{e}");
         let e = Config::load_with_env(None, &[("CF_NATS__URL", "http://x")]).unwrap_err();
         assert!(e.to_string().contains("nats.url"), "{e}");
+        let e = Config::load_with_env(None, &[("CF_NETWORK__SUBNET", "10.0.0.0/33")]).unwrap_err();
+        assert!(e.to_string().contains("network.subnet"), "{e}");
     }
 
     #[test]

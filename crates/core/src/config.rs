@@ -32,6 +32,10 @@ const NOT_YET_SUPPORTED: &[&str] = &[
     "tty",
 ];
 
+/// Most port mappings one container may have: they are recorded in a
+/// containerd label, whose size is limited.
+pub const MAX_PORT_MAPPINGS: usize = 32;
+
 /// The token in `extraHosts` that stands for the host's address on the
 /// container bridge.
 pub const HOST_IP_TOKEN: &str = "host_ip";
@@ -186,6 +190,10 @@ fn port_mappings(value: Option<&Value>, path: &str) -> Result<Vec<PortMapping>, 
         Some(Value::Array(items)) => items,
         Some(_) => return Err(ApiError::invalid(path, "must be an array of objects")),
     };
+    if items.len() > MAX_PORT_MAPPINGS {
+        let reason = format!("at most {MAX_PORT_MAPPINGS} port mappings are supported");
+        return Err(ApiError::invalid(path, reason));
+    }
     let mut seen = BTreeSet::new();
     let mut mappings = Vec::with_capacity(items.len());
     for (i, item) in items.iter().enumerate() {
@@ -233,15 +241,11 @@ fn port_mapping(item: &Value, at: &str) -> Result<PortMapping, ApiError> {
     };
     let container_port = required_port(obj.get("containerPort"), &format!("{at}.containerPort"))?;
     let host_port = required_port(obj.get("hostPort"), &format!("{at}.hostPort"))?;
-    match obj.get("hostPortEnd") {
-        None | Some(Value::Null) => {}
-        Some(v) if v.as_u64() == Some(u64::from(host_port)) || v.as_u64() == Some(0) => {}
-        Some(_) => {
-            let reason = "port ranges are not supported by this device yet; \
-                          omit it or set it equal to hostPort";
-            return Err(ApiError::invalid(&format!("{at}.hostPortEnd"), reason));
-        }
-    }
+    check_host_port_end(
+        obj.get("hostPortEnd"),
+        host_port,
+        &format!("{at}.hostPortEnd"),
+    )?;
     let host_ip = match obj.get("hostIP") {
         None | Some(Value::Null) => Ipv4Addr::UNSPECIFIED,
         Some(Value::String(s)) if s.is_empty() => Ipv4Addr::UNSPECIFIED,
@@ -264,6 +268,27 @@ fn port_mapping(item: &Value, at: &str) -> Result<PortMapping, ApiError> {
         host_ip,
         host_port,
     })
+}
+
+/// `hostPortEnd` may be absent, 0 or equal to `hostPort`; ranges are not
+/// supported yet.
+fn check_host_port_end(value: Option<&Value>, host_port: u16, path: &str) -> Result<(), ApiError> {
+    let Some(value) = value.filter(|v| !v.is_null()) else {
+        return Ok(());
+    };
+    match value.as_u64().and_then(|p| u16::try_from(p).ok()) {
+        None => Err(ApiError::invalid(
+            path,
+            "must be an integer between 0 and 65535",
+        )),
+        Some(0) => Ok(()),
+        Some(end) if end == host_port => Ok(()),
+        Some(end) if end < host_port => Err(ApiError::invalid(path, "must not be below hostPort")),
+        Some(_) => Err(ApiError::invalid(
+            path,
+            "port ranges are not supported by this device yet; omit it or set it equal to hostPort",
+        )),
+    }
 }
 
 fn required_port(value: Option<&Value>, path: &str) -> Result<u16, ApiError> {
@@ -362,6 +387,29 @@ mod tests {
         for (input, want) in cases {
             assert_eq!(err(input.clone()), want, "{input}");
         }
+    }
+
+    #[test]
+    fn explains_each_bad_host_port_end() {
+        let with_end = |end: Value| {
+            err(
+                json!({"portMappings": [{"containerPort": 80, "hostPort": 8080, "hostPortEnd": end}]}),
+            )
+        };
+        let at = "config.portMappings[0].hostPortEnd";
+        assert_eq!(
+            with_end(json!("x")),
+            format!("{at}: must be an integer between 0 and 65535")
+        );
+        assert_eq!(
+            with_end(json!(80)),
+            format!("{at}: must not be below hostPort")
+        );
+        assert!(with_end(json!(8090)).contains("port ranges are not supported"));
+        let many: Vec<Value> = (1..=33)
+            .map(|p| json!({"containerPort": 80, "hostPort": p}))
+            .collect();
+        assert!(err(json!({"portMappings": many})).starts_with("config.portMappings: at most 32"));
     }
 
     #[test]

@@ -9,7 +9,7 @@ use serde_json::{json, Map, Value};
 
 use crate::error::{ApiError, ErrorCode};
 use crate::ids::ThingId;
-use crate::request::{fingerprint, CreateRequest, Operation, Outcome};
+use crate::request::{CreateRequest, Operation, Outcome};
 
 /// The feature that creates containers.
 pub const FACTORY_FEATURE: &str = "ContainerFactory";
@@ -144,7 +144,7 @@ pub struct CreateCommand {
     pub operation: Operation,
     /// The message value exactly as received (the factory decodes it again).
     pub value: Value,
-    /// The request's fingerprint (see [`fingerprint`]).
+    /// The request's fingerprint (see [`CreateRequest::fingerprint`]).
     pub fingerprint: String,
 }
 
@@ -218,11 +218,11 @@ fn parse_envelope(
 
     let value = envelope.get("value").cloned().unwrap_or(Value::Null);
     check_content_type(headers, &value)?;
-    CreateRequest::from_value(op, &value)?;
+    let request = CreateRequest::from_value(op, &value)?;
     Ok(CreateCommand {
         reply: reply.clone(),
         operation: op,
-        fingerprint: fingerprint(op, &value),
+        fingerprint: request.fingerprint(),
         value,
     })
 }
@@ -272,6 +272,10 @@ fn check_headers(envelope: &Map<String, Value>) -> Result<&Map<String, Value>, A
         ));
     }
     match headers.get("correlation-id") {
+        Some(Value::String(id)) if id.chars().any(char::is_control) => Err(ApiError::invalid(
+            "headers.correlation-id",
+            "must not contain control characters",
+        )),
         Some(Value::String(id)) if !id.is_empty() => Ok(headers),
         None | Some(Value::Null) | Some(Value::String(_)) => Err(ApiError::invalid(
             "headers.correlation-id",

@@ -106,3 +106,28 @@ impl ApiError {
         Self::new(ErrorCode::ExecutionFailed, message)
     }
 }
+
+/// Longest excerpt of a client's value quoted back in a message.
+const MAX_QUOTE: usize = 64;
+
+/// `value` for quoting in a message, shortened when long: an answer must
+/// not grow with the garbage it reports.
+pub fn quote(value: &str) -> String {
+    match value.char_indices().nth(MAX_QUOTE) {
+        None => format!("{value:?}"),
+        Some((end, _)) => format!("{:?}... ({} bytes)", &value[..end], value.len()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quotes_long_values_shortened() {
+        assert_eq!(quote("abc"), "\"abc\"");
+        let long = "x".repeat(1000);
+        let q = quote(&long);
+        assert!(q.len() < 100 && q.ends_with("(1000 bytes)"), "{q}");
+    }
+}

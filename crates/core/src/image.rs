@@ -5,6 +5,11 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
+use crate::error::quote;
+
+/// The distribution spec's limit on repository names.
+const MAX_REPOSITORY_LEN: usize = 255;
+
 /// The registry assumed when a reference names none.
 pub const DEFAULT_REGISTRY: &str = "docker.io";
 
@@ -27,7 +32,7 @@ impl ImageRef {
             return Err("must be set".into());
         }
         if s.len() > 512 || s.chars().any(|c| c.is_whitespace() || c.is_control()) {
-            return Err(format!("invalid image reference {s:?}"));
+            return Err(format!("invalid image reference {}", quote(s)));
         }
         let (rest, digest) = match s.split_once('@') {
             Some((r, d)) => (r, Some(parse_digest(d)?)),
@@ -116,7 +121,7 @@ fn validate_registry(registry: &str) -> Result<(), String> {
     if host_ok && port_ok {
         Ok(())
     } else {
-        Err(format!("invalid registry {registry:?}"))
+        Err(format!("invalid registry {}", quote(registry)))
     }
 }
 
@@ -135,9 +140,15 @@ fn normalise_repository(registry: &str, path: &str) -> Result<String, String> {
                 .all(|ch| ch.is_ascii_lowercase() || ch.is_ascii_digit() || "._-".contains(ch))
             && c.starts_with(|ch: char| ch.is_ascii_alphanumeric())
     };
+    if path.len() > MAX_REPOSITORY_LEN {
+        return Err(format!(
+            "repository must be at most {MAX_REPOSITORY_LEN} characters"
+        ));
+    }
     if !path.split('/').all(valid_component) {
         return Err(format!(
-            "invalid repository {path:?}: lowercase letters, digits and ._- only"
+            "invalid repository {}: lowercase letters, digits and ._- only",
+            quote(path)
         ));
     }
     if registry == DEFAULT_REGISTRY && !path.contains('/') {
@@ -156,7 +167,7 @@ fn validate_tag(tag: &str) -> Result<(), String> {
     if ok {
         Ok(())
     } else {
-        Err(format!("invalid tag {tag:?}"))
+        Err(format!("invalid tag {}", quote(tag)))
     }
 }
 
@@ -166,7 +177,8 @@ fn parse_digest(d: &str) -> Result<String, String> {
             Ok(d.to_ascii_lowercase())
         }
         _ => Err(format!(
-            "invalid digest {d:?}: expected sha256:<64 hex digits>"
+            "invalid digest {}: expected sha256:<64 hex digits>",
+            quote(d)
         )),
     }
 }

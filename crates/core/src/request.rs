@@ -10,7 +10,7 @@ use crate::ids::ContainerName;
 use crate::image::ImageRef;
 
 /// The operations of the `ContainerFactory` feature.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 pub enum Operation {
     /// `create`: an image reference and whether to start.
     Create,
@@ -45,7 +45,7 @@ impl Operation {
 }
 
 /// A validated create request.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct CreateRequest {
     /// The operation it came from.
     pub operation: Operation,
@@ -108,23 +108,31 @@ impl CreateRequest {
             start,
         })
     }
-}
 
-/// A digest of an operation and its value that tells a retry (same
-/// fingerprint) from a different request reusing a correlation-id.
-///
-/// Object keys are compared sorted, so key order does not matter.
-pub fn fingerprint(operation: Operation, value: &Value) -> String {
-    let mut hasher = Sha256::new();
-    hasher.update(operation.as_str());
-    hasher.update([0]);
-    hasher.update(value.to_string());
-    hex(&hasher.finalize())
+    /// A digest that tells a retry (same fingerprint) from a different
+    /// request reusing a correlation-id. It is taken over the decoded
+    /// request, so spelling differences that mean the same (key order,
+    /// `start: false` spelled out, `hello-world` for
+    /// `docker.io/library/hello-world:latest`) are the same request.
+    pub fn fingerprint(&self) -> String {
+        // Serialising plain data into a string cannot fail.
+        let canonical = serde_json::to_string(self).unwrap_or_default();
+        hex(&Sha256::digest(canonical.as_bytes()))
+    }
 }
 
 /// Lowercase hex of `bytes`.
 pub fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// How a create request ended: what the client is answered.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub enum Outcome {
+    /// The container exists (and runs, if start was asked for).
+    Created(crate::ids::ContainerId),
+    /// The request failed; nothing was left behind unless the message says so.
+    Failed(ApiError),
 }
 
 #[cfg(test)]
@@ -176,26 +184,31 @@ mod tests {
     }
 
     #[test]
-    fn fingerprint_ignores_key_order_but_not_content() {
-        let a: Value = serde_json::from_str(r#"{"imageRef":"a","start":true}"#).unwrap();
-        let b: Value = serde_json::from_str(r#"{"start":true,"imageRef":"a"}"#).unwrap();
-        let c = json!({"imageRef": "a", "start": false});
-        assert_eq!(
-            fingerprint(Operation::Create, &a),
-            fingerprint(Operation::Create, &b)
+    fn fingerprint_is_of_the_meaning_not_the_spelling() {
+        let print = |op, v: Value| CreateRequest::from_value(op, &v).unwrap().fingerprint();
+        let full = print(
+            Operation::Create,
+            json!({"imageRef": "docker.io/library/hello-world:latest", "start": false}),
         );
+        assert_eq!(
+            full,
+            print(Operation::Create, json!({"imageRef": "hello-world"}))
+        );
+        let named = json!({"imageRef": "hello-world", "name": null});
+        assert_eq!(
+            full,
+            print(
+                Operation::Create,
+                json!({"start": false, "imageRef": "hello-world"})
+            )
+        );
+        assert_ne!(full, print(Operation::CreateWithConfig, named));
         assert_ne!(
-            fingerprint(Operation::Create, &a),
-            fingerprint(Operation::Create, &c)
+            full,
+            print(
+                Operation::Create,
+                json!({"imageRef": "hello-world", "start": true})
+            )
         );
     }
-}
-
-/// How a create request ended: what the client is answered.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub enum Outcome {
-    /// The container exists (and runs, if start was asked for).
-    Created(crate::ids::ContainerId),
-    /// The request failed; nothing was left behind unless the message says so.
-    Failed(ApiError),
 }

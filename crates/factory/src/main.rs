@@ -24,8 +24,8 @@ use tracing::{error, info, warn};
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let (config_path, teardown) = parse_args()?;
-    let config = Config::load(config_path.as_deref())?;
+    let (config_path, teardown) = parse_args().unwrap_or_else(|e| usage_error(&e));
+    let config = Config::load(config_path.as_deref()).unwrap_or_else(|e| usage_error(&e));
     cf_bus::telemetry::init();
     if rustls::crypto::ring::default_provider()
         .install_default()
@@ -113,6 +113,13 @@ async fn settle_exits<L, E>(
     while let Some((id, exit_code)) = exited.recv().await {
         factory.handle_exit(id, exit_code).await;
     }
+}
+
+/// Bad arguments or configuration: one line, and the exit code of
+/// sysexits' EX_CONFIG, before any socket is opened.
+fn usage_error(e: &dyn std::fmt::Display) -> ! {
+    eprintln!("cf-factory: {e}");
+    std::process::exit(78)
 }
 
 fn parse_args() -> anyhow::Result<(Option<PathBuf>, bool)> {

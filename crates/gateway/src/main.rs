@@ -12,10 +12,11 @@ use tracing::{error, info};
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let config = Config::load(config_path()?.as_deref())?;
+    let path = config_path().unwrap_or_else(|e| usage_error(&e));
+    let config = Config::load(path.as_deref()).unwrap_or_else(|e| usage_error(&e));
     cf_bus::telemetry::init();
-    let thing = config.thing_id()?;
-    let (host, port) = config.mqtt_endpoint()?;
+    let thing = config.thing_id().unwrap_or_else(|e| usage_error(&e));
+    let (host, port) = config.mqtt_endpoint().unwrap_or_else(|e| usage_error(&e));
     info!(version = env!("CARGO_PKG_VERSION"), thing = %thing, "cf-gateway starting");
 
     let js = cf_bus::connect(&config.nats.url, "cf-gateway").await?;
@@ -55,6 +56,13 @@ async fn main() -> anyhow::Result<()> {
         () = cf_bus::shutdown::requested() => {}
     }
     Ok(())
+}
+
+/// Bad arguments or configuration: one line, and the exit code of
+/// sysexits' EX_CONFIG, before any socket is opened.
+fn usage_error(e: &dyn std::fmt::Display) -> ! {
+    eprintln!("cf-gateway: {e}");
+    std::process::exit(78)
 }
 
 /// `--config <file>`, the only command-line option.

@@ -109,8 +109,9 @@ impl<Q: JobQueue, A: AnswerSink> Gateway<Q, A> {
 fn request_span(reply: &Reply) -> tracing::Span {
     tracing::info_span!(
         "hono_message",
-        correlation_id = %reply.correlation_id,
-        request_id = %reply.request_id,
+        // Debug-quoted: a rejected request may carry control characters.
+        correlation_id = ?reply.correlation_id,
+        request_id = ?reply.request_id,
         command = %reply.command,
         device_id = %reply.thing,
         container_id = tracing::field::Empty,

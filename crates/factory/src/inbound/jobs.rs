@@ -10,7 +10,7 @@ use cf_bus::pb::{job_result, CreateJob, JobResult};
 use cf_bus::subjects;
 use cf_core::ports::{ContainerRuntime, EventSink, RequestLedger};
 use cf_core::request::{Operation, Outcome};
-use cf_core::CorrelationId;
+use cf_core::{CorrelationId, ErrorCode};
 use futures::StreamExt;
 use prost::Message;
 use tracing::{debug, error, info, warn, Instrument};
@@ -104,8 +104,16 @@ async fn handle_message<L, R, E>(
         let decision = with_progress(&message, factory.handle(&job)).await;
         match decision {
             Ok(Decision::Answer(outcome)) => {
-                if let Outcome::Created(id) = &outcome {
-                    tracing::Span::current().record("container_id", tracing::field::display(id));
+                match &outcome {
+                    Outcome::Created(id) => {
+                        tracing::Span::current().record("container_id", tracing::field::display(id));
+                    }
+                    Outcome::Failed(e) if e.code == ErrorCode::ExecutionFailed => {
+                        warn!(error.code = e.code.as_str(), error.message = %e.message, "request failed");
+                    }
+                    Outcome::Failed(e) => {
+                        info!(error.code = e.code.as_str(), error.message = %e.message, "request refused");
+                    }
                 }
                 match publish_result(js, &job, create, &outcome).await {
                     Ok(()) => ack(&message, AckKind::Ack).await,

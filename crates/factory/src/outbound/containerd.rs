@@ -143,6 +143,9 @@ impl ContainerdRuntime {
         id: ContainerId,
         ports: &[PortMapping],
     ) -> Result<(), RuntimeError> {
+        if ports.is_empty() {
+            return Ok(());
+        }
         let running = self
             .list_containers(format!("labels.\"{LABEL_STATE}\"==RUNNING"))
             .await?;
@@ -218,6 +221,11 @@ impl ContainerdRuntime {
         let _admitted = self.admission.lock().await;
         if let Some(name) = &request.name {
             self.check_name(name).await?;
+        }
+        // A create that is to start fails on a taken host port before
+        // anything exists; the start checks again, for ports taken meanwhile.
+        if request.start {
+            self.check_ports(id, &request.config.port_mappings).await?;
         }
         self.create_record(id, record, &image.chain_id).await
     }
@@ -599,7 +607,9 @@ impl ContainerdRuntime {
             .into_inner()
             .tasks;
         for task in tasks.into_iter().filter(|t| t.status == TASK_STOPPED) {
-            if let Ok(id) = ContainerId::parse(&task.container_id) {
+            // containerd 1.6 fills only `id` (the init process's, which is the
+            // container's) in the tasks it lists.
+            if let Ok(id) = ContainerId::parse(&task.id) {
                 send(exits, (id, task.exit_status)).await?;
             }
         }
@@ -623,10 +633,46 @@ impl ContainerdRuntime {
             .collect()
             .await;
         let removed = results.iter().filter(|r| r.is_ok()).count();
-        match results.into_iter().find_map(Result::err) {
-            Some(e) => Err(e),
-            None => Ok(removed),
+        if let Some(e) = results.into_iter().find_map(Result::err) {
+            return Err(e);
         }
+        self.remove_orphans().await?;
+        Ok(removed)
+    }
+
+    /// What interrupted work can leave without a container record: our
+    /// leases (they would expire, but teardown should leave nothing) and
+    /// per-container files.
+    async fn remove_orphans(&self) -> Result<(), RuntimeError> {
+        use containerd_client::services::v1::ListRequest;
+        let request = self.ctrd.request(ListRequest { filters: vec![] }, None);
+        let leases = self.ctrd.leases().list(request).await;
+        let leases = leases.map_err(|e| exec("failed to list leases", e.message()))?;
+        for lease in leases
+            .into_inner()
+            .leases
+            .iter()
+            .filter(|l| l.id.starts_with("cf-"))
+        {
+            self.ctrd.delete_lease(&lease.id).await?;
+        }
+        let dir = self.settings.state_dir.join("containers");
+        let mut entries = match tokio::fs::read_dir(&dir).await {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(exec(format!("failed to read {}", dir.display()), e)),
+        };
+        while let Ok(Some(entry)) = entries.next_entry().await {
+            let Some(id) = entry
+                .file_name()
+                .to_str()
+                .and_then(|n| ContainerId::parse(n).ok())
+            else {
+                continue;
+            };
+            self.purge(id).await?;
+        }
+        Ok(())
     }
 }
 
@@ -663,8 +709,10 @@ impl ContainerRuntime for ContainerdRuntime {
             self.launch(id, &ports).await
         } else {
             let _admitted = self.admission.lock().await;
-            self.check_ports(id, &ports).await?;
-            self.launch(id, &ports).await
+            match self.check_ports(id, &ports).await {
+                Ok(()) => self.launch(id, &ports).await,
+                Err(e) => Err(e),
+            }
         };
         match &result {
             Ok(()) => info!("container started"),

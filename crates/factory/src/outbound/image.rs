@@ -6,6 +6,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use cf_core::image::ImageRef;
 use cf_core::ports::RuntimeError;
@@ -39,6 +40,16 @@ const MANIFEST_TYPES: &[&str] = &[
     "application/vnd.oci.image.index.v1+json",
     "application/vnd.docker.distribution.manifest.list.v2+json",
 ];
+/// A registry that does not accept a connection within this time is down.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// A registry that sends nothing for this long is stuck; without a bound a
+/// hung registry would hold a job slot (and every create of that image).
+const READ_TIMEOUT: Duration = Duration::from_secs(30);
+/// Blobs are buffered in memory while pulled, so their size is bounded;
+/// the size comes from the registry and is checked before anything is
+/// allocated.
+const MAX_BLOB_SIZE: i64 = 2 << 30;
+
 /// Chunk size of content writes; well under gRPC's 4 MiB message limit.
 const WRITE_CHUNK: usize = 1 << 20;
 
@@ -53,6 +64,13 @@ pub struct PulledImage {
     pub chain_id: String,
     /// The image's `config` section (Env, Cmd, Entrypoint, WorkingDir, User).
     pub config: Value,
+}
+
+/// A layer's expected uncompressed digest and the chain ID it is committed as.
+#[derive(Clone, Copy)]
+struct Unpacked<'a> {
+    diff_id: &'a str,
+    chain: &'a str,
 }
 
 /// Where to pull from, and how to reach a registry.
@@ -81,6 +99,8 @@ impl ImageStore {
         let client = |protocol| {
             Client::new(ClientConfig {
                 protocol,
+                connect_timeout: Some(CONNECT_TIMEOUT),
+                read_timeout: Some(READ_TIMEOUT),
                 ..Default::default()
             })
         };
@@ -298,7 +318,7 @@ impl ImageStore {
             let labels = HashMap::from([("containerd.io/uncompressed".into(), diff_id.clone())]);
             self.fetch(client, &reference, layer, lease, labels).await?;
         }
-        self.unpack(&layers, &chains, lease).await?;
+        self.unpack(&layers, &diff_ids, &chains, lease).await?;
 
         let top_chain = chains.last().cloned().ok_or("image has no layers")?;
         let snapshot_label = format!("containerd.io/gc.ref.snapshot.{}", self.snapshotter);
@@ -359,7 +379,14 @@ impl ImageStore {
         if let Some(bytes) = self.read_blob_if_small(&desc.digest).await? {
             return Ok(bytes);
         }
-        let mut data = Vec::with_capacity(usize::try_from(desc.size).unwrap_or_default());
+        if !(0..=MAX_BLOB_SIZE).contains(&desc.size) {
+            return Err(format!(
+                "blob {} declares {} bytes; at most {MAX_BLOB_SIZE} are supported",
+                desc.digest, desc.size
+            ));
+        }
+        let capacity = usize::try_from(desc.size.min(WRITE_CHUNK as i64 * 64)).unwrap_or(0);
+        let mut data = Vec::with_capacity(capacity);
         client
             .pull_blob(reference, desc, &mut data)
             .await
@@ -509,13 +536,15 @@ impl ImageStore {
     async fn unpack(
         &self,
         layers: &[OciDescriptor],
+        diff_ids: &[String],
         chains: &[String],
         lease: &str,
     ) -> Result<(), String> {
         let mut parent = String::new();
-        for (layer, chain) in layers.iter().zip(chains) {
+        for ((layer, diff_id), chain) in layers.iter().zip(diff_ids).zip(chains) {
             if !self.snapshot_exists(chain).await? {
-                self.apply_layer(layer, &parent, chain, lease).await?;
+                let unpacked = Unpacked { diff_id, chain };
+                self.apply_layer(layer, &parent, unpacked, lease).await?;
             }
             parent = chain.clone();
         }
@@ -526,10 +555,10 @@ impl ImageStore {
         &self,
         layer: &OciDescriptor,
         parent: &str,
-        chain: &str,
+        target: Unpacked<'_>,
         lease: &str,
     ) -> Result<(), String> {
-        let key = format!("extract-{}-{chain}", uuid::Uuid::new_v4().simple());
+        let key = format!("extract-{}-{}", uuid::Uuid::new_v4().simple(), target.chain);
         let prepare = PrepareSnapshotRequest {
             snapshotter: self.snapshotter.clone(),
             key: key.clone(),
@@ -545,7 +574,7 @@ impl ImageStore {
             .into_inner()
             .mounts;
         let result = self
-            .apply_and_commit(layer, mounts, &key, chain, lease)
+            .apply_and_commit(layer, mounts, &key, target, lease)
             .await;
         if !matches!(result, Ok(true)) {
             let remove = RemoveSnapshotRequest {
@@ -571,9 +600,10 @@ impl ImageStore {
         layer: &OciDescriptor,
         mounts: Vec<containerd_client::types::Mount>,
         key: &str,
-        chain: &str,
+        target: Unpacked<'_>,
         lease: &str,
     ) -> Result<bool, String> {
+        let chain = target.chain;
         let apply = ApplyRequest {
             diff: Some(Descriptor {
                 media_type: layer.media_type.clone(),
@@ -584,11 +614,25 @@ impl ImageStore {
             mounts,
             ..Default::default()
         };
-        self.ctrd
+        let applied = self
+            .ctrd
             .diff()
             .apply(self.ctrd.request(apply, Some(lease)))
             .await
-            .map_err(|s| format!("failed to apply layer {}: {}", layer.digest, s.message()))?;
+            .map_err(|s| format!("failed to apply layer {}: {}", layer.digest, s.message()))?
+            .into_inner()
+            .applied
+            .map(|d| d.digest)
+            .unwrap_or_default();
+        // The snapshot is committed under a name derived from the config's
+        // diff IDs, so a layer whose content is not what the config says
+        // would be shared with every image that names that diff ID.
+        if applied != *target.diff_id {
+            return Err(format!(
+                "layer {} unpacks to {applied}, but the image config says {}",
+                layer.digest, target.diff_id
+            ));
+        }
         let commit = CommitSnapshotRequest {
             snapshotter: self.snapshotter.clone(),
             name: chain.to_owned(),

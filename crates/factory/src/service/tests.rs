@@ -75,7 +75,9 @@ fn job(id: u64, cid: &str, start: bool) -> Job {
         id,
         correlation_id: CorrelationId::new(cid).unwrap(),
         operation: Operation::Create,
-        fingerprint: cf_core::request::fingerprint(Operation::Create, &value),
+        fingerprint: CreateRequest::from_value(Operation::Create, &value)
+            .unwrap()
+            .fingerprint(),
         value,
     }
 }
