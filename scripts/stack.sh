@@ -353,7 +353,7 @@ write_cf_config() {
     echo "[registry.mirrors]"
     echo "\"docker.io\" = \"http://127.0.0.1:$REGISTRY_PORT\""
     echo "[network]"
-    echo 'bridge = "cf0"'
+    echo "bridge = \"$BRIDGE\""
     echo "subnet = \"$SUBNET\""
     echo 'cni_bin_dir = "/usr/lib/cni"'
   } >"$CFG"
@@ -458,13 +458,13 @@ summary() {
 
 write_stack_conf() {
   mkdir -p "$RUN"
-  {
-    printf ': "${CF_DEMO_MQTT_PORT:=%s}"\n' "$MQTT_PORT"
-    printf ': "${CF_DEMO_NATS_PORT:=%s}"\n' "$NATS_PORT"
-    printf ': "${CF_DEMO_REGISTRY_PORT:=%s}"\n' "$REGISTRY_PORT"
-    printf ': "${CF_DEMO_SUBNET:=%s}"\n' "$SUBNET"
-    printf ': "${CF_NETWORK__BRIDGE:=%s}"\n' "$BRIDGE"
-  } >"$STACK_CONF"
+  local pair name value
+  for pair in CF_DEMO_MQTT_PORT:MQTT_PORT CF_DEMO_NATS_PORT:NATS_PORT \
+    CF_DEMO_REGISTRY_PORT:REGISTRY_PORT CF_DEMO_SUBNET:SUBNET CF_NETWORK__BRIDGE:BRIDGE; do
+    name="${pair%%:*}" value="${pair#*:}"
+    # exported, so that the services started later see the same settings
+    printf 'export %s="${%s:-%s}"\n' "$name" "$name" "${!value}"
+  done >"$STACK_CONF"
 }
 
 cmd_up() {

@@ -46,6 +46,8 @@ const TASK_STOPPED: i32 = 3;
 const SIGKILL: u32 = 9;
 /// How long a killed task may take to be reaped.
 const TASK_EXIT_WAIT: Duration = Duration::from_secs(10);
+/// How often stopped tasks are looked for besides following exit events.
+const SWEEP_EVERY: Duration = Duration::from_secs(30);
 /// Containers removed at once by [`ContainerdRuntime::remove_all`].
 const TEARDOWN_CONCURRENCY: usize = 16;
 
@@ -557,35 +559,38 @@ impl ContainerdRuntime {
             "topic==\"/tasks/exit\",namespace==\"{}\"",
             self.ctrd.namespace()
         )];
-        let subscribe = SubscribeRequest { filters };
-        let mut events = self
-            .ctrd
-            .events()
-            .subscribe(self.ctrd.request(subscribe, None))
-            .await
-            .map_err(|e| exec("failed to subscribe to containerd events", e.message()))?
-            .into_inner();
-        self.report_stopped_tasks(exits).await?;
-        while let Some(envelope) = events.next().await {
-            let envelope =
-                envelope.map_err(|e| exec("containerd event stream failed", e.message()))?;
-            let Some(event) = envelope.event else {
-                continue;
-            };
-            let Ok(exit) = TaskExit::decode(event.value.as_slice()) else {
-                continue;
-            };
-            let Ok(id) = ContainerId::parse(&exit.container_id) else {
-                continue;
-            };
-            if exit.id == exit.container_id {
-                send(exits, (id, exit.exit_status)).await?;
+        let request = self.ctrd.request(SubscribeRequest { filters }, None);
+        let mut client = self.ctrd.events();
+        let subscribe = client.subscribe(request);
+        tokio::pin!(subscribe);
+        // The sweep settles tasks that stopped while nobody watched, and
+        // any exit that slipped between a sweep and the subscription.
+        let mut sweep = tokio::time::interval(SWEEP_EVERY);
+        // containerd answers a subscription only with its first event, so
+        // the first sweeps run while the subscription is pending.
+        let mut events = loop {
+            tokio::select! {
+                subscribed = &mut subscribe => break subscribed
+                    .map_err(|e| exec("failed to subscribe to containerd events", e.message()))?
+                    .into_inner(),
+                _ = sweep.tick() => self.report_stopped_tasks(exits).await?,
+            }
+        };
+        loop {
+            tokio::select! {
+                envelope = events.next() => {
+                    let Some(envelope) = envelope else {
+                        return Err(exec("containerd event stream ended", "closed by containerd"));
+                    };
+                    let envelope = envelope
+                        .map_err(|e| exec("containerd event stream failed", e.message()))?;
+                    if let Some(exit) = task_exit(envelope.event) {
+                        send(exits, exit).await?;
+                    }
+                }
+                _ = sweep.tick() => self.report_stopped_tasks(exits).await?,
             }
         }
-        Err(exec(
-            "containerd event stream ended",
-            "closed by containerd",
-        ))
     }
 
     async fn report_stopped_tasks(
@@ -784,6 +789,13 @@ impl ContainerRuntime for ContainerdRuntime {
 
 /// A container's task exited: its ID and exit code.
 pub type TaskExited = (ContainerId, u32);
+
+/// The exit of a container's init process, from a `/tasks/exit` event.
+fn task_exit(event: Option<prost_types::Any>) -> Option<TaskExited> {
+    let exit = TaskExit::decode(event?.value.as_slice()).ok()?;
+    let id = ContainerId::parse(&exit.container_id).ok()?;
+    (exit.id == exit.container_id).then_some((id, exit.exit_status))
+}
 
 async fn send(exits: &mpsc::Sender<TaskExited>, exit: TaskExited) -> Result<(), RuntimeError> {
     exits
