@@ -10,8 +10,8 @@ use serde_json::{json, Value};
 use tokio::time::Instant;
 
 use crate::helpers::{
-    containers, docker_io, envelope, exclusive, headers, kill_and_wait, new_cid, new_req_id,
-    restart_service, service_pid, unique_name, Mqtt,
+    containers, ctr, docker_io, envelope, exclusive, headers, kill_and_wait, new_cid, new_req_id,
+    restart_service, service_pid, tasks, unique_name, Mqtt,
 };
 
 const IN_FLIGHT: usize = 10;
@@ -117,4 +117,40 @@ async fn gateway_restart_between_request_and_answer_still_answers() {
     tokio::time::sleep(Duration::from_secs(10)).await;
     let answers = mqtt.received(|a| a.cid() == Some(cid.as_str()));
     assert_eq!(answers.len(), 1, "answers for {cid}: {answers:?}");
+}
+
+/// A container whose process exits while cf-factory is down is settled
+/// once it is back: the task is released and the exit recorded.
+#[tokio::test]
+async fn exit_while_factory_is_down_is_settled_after_restart() {
+    let _suite = exclusive().await;
+    let mqtt = Mqtt::connect("exitdown").await;
+    let value = json!({
+        "imageRef": docker_io("busybox:latest"),
+        "start": true,
+        "config": {"cmd": ["sleep", "3"]},
+    });
+    let id = mqtt
+        .create("createWithConfig", value)
+        .await
+        .expect_ok("createWithConfig");
+
+    kill_and_wait(service_pid("cf-factory"), "KILL").await;
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    assert_eq!(tasks().await.get(&id).map(String::as_str), Some("STOPPED"));
+    restart_service("cf-factory").await;
+
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while tasks().await.contains_key(&id) {
+        assert!(
+            Instant::now() < deadline,
+            "the stopped task of {id} was not settled"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let info = ctr(&["containers", "info", &id]).await;
+    assert!(
+        info.contains(r#""container-factory/state": "EXITED""#),
+        "{info}"
+    );
 }
