@@ -52,6 +52,9 @@ impl JobQueue for NatsJobQueue {
 
 /// Answers every job result until the stream ends. Each result is
 /// acknowledged only after its answer was handed to MQTT.
+// TODO(gateway): acknowledge after the broker's PUBACK rather than after
+// handing the answer to rumqttc's queue; a gateway killed in between loses
+// that answer (the request's retry still gets it from the ledger).
 ///
 /// # Errors
 /// When the consumer cannot be created or its message stream fails.
