@@ -164,7 +164,7 @@ impl Stack {
                 env_file.display()
             )
         })?;
-        let file = parse_env(&text);
+        let file = cf_e2e::parse_env(&text);
         let get = |key: &str| lookup(&file, key, &env_file);
 
         let port = get("CF_MQTT_PORT")?;
@@ -225,33 +225,6 @@ fn lookup(file: &HashMap<String, String>, key: &str, env_file: &Path) -> Res<Str
                 env_file.display()
             )
         })
-}
-
-/// The `export K=V` lines of `.run/env`; values are quoted by bash's
-/// `printf %q`, which for the stack's plain paths means backslashes only.
-fn parse_env(text: &str) -> HashMap<String, String> {
-    let lines = text.lines().map(str::trim);
-    let lines = lines.filter(|l| !l.is_empty() && !l.starts_with('#'));
-    lines
-        .filter_map(|l| l.strip_prefix("export ").unwrap_or(l).split_once('='))
-        .map(|(k, v)| (k.trim().to_owned(), unquote(v.trim())))
-        .collect()
-}
-
-fn unquote(raw: &str) -> String {
-    if let Some(inner) = raw.strip_prefix('\'').and_then(|r| r.strip_suffix('\'')) {
-        return inner.to_owned();
-    }
-    let mut out = String::new();
-    let mut chars = raw.chars();
-    while let Some(c) = chars.next() {
-        out.push(if c == '\\' {
-            chars.next().unwrap_or('\\')
-        } else {
-            c
-        });
-    }
-    out
 }
 
 fn is_loopback(host: &str) -> bool {

@@ -3,7 +3,7 @@
 //! queries against the stack's containerd, and control of the stack's
 //! services through their pid files and `scripts/stack.sh`.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::fmt;
 use std::net::{Ipv4Addr, TcpListener};
 use std::path::{Path, PathBuf};
@@ -74,7 +74,7 @@ impl Stack {
         let env_file = root.join(".run/env");
         let text = std::fs::read_to_string(&env_file)
             .unwrap_or_else(|e| panic!("{NOT_UP}; cannot read {}: {e}", env_file.display()));
-        let file = parse_env(&text);
+        let file = cf_e2e::parse_env(&text);
         let get = |key: &str| -> String {
             std::env::var(key)
                 .ok()
@@ -104,42 +104,6 @@ impl Stack {
             root,
         }
     }
-}
-
-/// Parses the `export K=V` lines `scripts/stack.sh` writes (values quoted
-/// by bash's `printf %q`).
-fn parse_env(text: &str) -> HashMap<String, String> {
-    let mut vars = HashMap::new();
-    for line in text.lines().map(str::trim) {
-        if line.is_empty() || line.starts_with('#') {
-            continue;
-        }
-        let line = line.strip_prefix("export ").unwrap_or(line);
-        if let Some((key, raw)) = line.split_once('=') {
-            vars.insert(key.trim().to_owned(), unquote(raw.trim()));
-        }
-    }
-    vars
-}
-
-fn unquote(raw: &str) -> String {
-    if let Some(inner) = raw.strip_prefix('\'').and_then(|r| r.strip_suffix('\'')) {
-        return inner.to_owned();
-    }
-    let raw = raw
-        .strip_prefix('"')
-        .and_then(|r| r.strip_suffix('"'))
-        .unwrap_or(raw);
-    let mut out = String::new();
-    let mut chars = raw.chars();
-    while let Some(c) = chars.next() {
-        out.push(if c == '\\' {
-            chars.next().unwrap_or('\\')
-        } else {
-            c
-        });
-    }
-    out
 }
 
 /// First address of the container subnet: `CF_NETWORK__SUBNET`,
