@@ -12,7 +12,7 @@ default:
 deps:
     @scripts/stack.sh deps
 
-# build every crate, release profile only (tests share the artifacts)
+# build every crate, release profile only (tests build in the same profile, reusing the dependencies)
 build:
     cargo build --release --workspace
 
