@@ -379,14 +379,7 @@ impl ImageStore {
         if let Some(bytes) = self.read_blob_if_small(&desc.digest).await? {
             return Ok(bytes);
         }
-        if !(0..=MAX_BLOB_SIZE).contains(&desc.size) {
-            return Err(format!(
-                "blob {} declares {} bytes; at most {MAX_BLOB_SIZE} are supported",
-                desc.digest, desc.size
-            ));
-        }
-        let capacity = usize::try_from(desc.size.min(WRITE_CHUNK as i64 * 64)).unwrap_or(0);
-        let mut data = Vec::with_capacity(capacity);
+        let mut data = Vec::with_capacity(buffer_capacity(desc)?);
         client
             .pull_blob(reference, desc, &mut data)
             .await
@@ -690,6 +683,19 @@ impl ImageStore {
     }
 }
 
+/// The buffer to start a download with: the declared size, which comes
+/// from the registry, is checked against the limit and not trusted beyond a
+/// modest first allocation.
+fn buffer_capacity(desc: &OciDescriptor) -> Result<usize, String> {
+    if !(0..=MAX_BLOB_SIZE).contains(&desc.size) {
+        return Err(format!(
+            "blob {} declares {} bytes; at most {MAX_BLOB_SIZE} are supported",
+            desc.digest, desc.size
+        ));
+    }
+    Ok(usize::try_from(desc.size).map_or(0, |size| size.min(64 * WRITE_CHUNK)))
+}
+
 fn is_loopback(host: &str) -> bool {
     let name = host.rsplit_once(':').map_or(host, |(h, _)| h);
     name == "localhost" || name.starts_with("127.") || name == "[::1]"
@@ -777,6 +783,21 @@ mod tests {
         assert_eq!(chains[0], a);
         let want = hex(&Sha256::digest(format!("{a} {b}").as_bytes()));
         assert_eq!(chains[1], format!("sha256:{want}"));
+    }
+
+    #[test]
+    fn bounds_what_a_registry_can_make_us_allocate() {
+        let blob = |size| OciDescriptor {
+            digest: "sha256:x".into(),
+            size,
+            ..Default::default()
+        };
+        assert_eq!(buffer_capacity(&blob(10)).unwrap(), 10);
+        assert_eq!(buffer_capacity(&blob(1 << 30)).unwrap(), 64 * WRITE_CHUNK);
+        assert!(buffer_capacity(&blob(1 << 40))
+            .unwrap_err()
+            .contains("declares"));
+        assert!(buffer_capacity(&blob(-1)).is_err());
     }
 
     #[test]
