@@ -242,13 +242,19 @@ fn fill_reply(envelope: &Map<String, Value>, reply: &mut Reply) {
     if let Some(Value::String(topic)) = envelope.get("topic").filter(|v| v != &"") {
         reply.ditto_topic = topic.clone();
     }
-    if let Some(path) = envelope.get("path").and_then(Value::as_str) {
-        if let ["", "features", feature, "inbox", "messages", op] =
-            path.split('/').collect::<Vec<_>>()[..]
-        {
-            reply.path = format!("/features/{feature}/outbox/messages/{op}");
-        }
+    if let Some((feature, op)) = envelope.get("path").and_then(Value::as_str).and_then(inbox) {
+        reply.path = format!("/features/{feature}/outbox/messages/{op}");
     }
+}
+
+/// The feature and operation of an inbox path
+/// `/features/<feature>/inbox/messages/<op>`.
+fn inbox(path: &str) -> Option<(&str, &str)> {
+    let rest = path.strip_prefix("/features/")?;
+    let (feature, rest) = rest.split_once('/')?;
+    let op = rest.strip_prefix("inbox/messages/")?;
+    let valid = |part: &str| !part.is_empty() && !part.contains('/');
+    (valid(feature) && valid(op)).then_some((feature, op))
 }
 
 fn check_headers(envelope: &Map<String, Value>) -> Result<&Map<String, Value>, ApiError> {
@@ -297,8 +303,7 @@ fn non_empty_string<'a>(obj: &'a Map<String, Value>, key: &str) -> Result<&'a st
 
 /// Resolves the path to an operation of the factory feature.
 fn check_path(path: &str) -> Result<Operation, ApiError> {
-    let parts: Vec<&str> = path.split('/').collect();
-    let ["", "features", feature, "inbox", "messages", op] = parts[..] else {
+    let Some((feature, op)) = inbox(path) else {
         return Err(ApiError::not_found(format!(
             "path: {path} does not address a feature's inbox message"
         )));

@@ -76,14 +76,6 @@ impl ImageRef {
     pub fn digest(&self) -> Option<&str> {
         self.digest.as_deref()
     }
-
-    /// The same reference with another registry, for pulling from a mirror.
-    pub fn with_registry(&self, registry: &str) -> Self {
-        Self {
-            registry: registry.to_owned(),
-            ..self.clone()
-        }
-    }
 }
 
 impl fmt::Display for ImageRef {

@@ -30,7 +30,7 @@ use tokio::sync::mpsc;
 use tracing::{info, instrument, warn};
 
 use super::cni::{CniNetwork, PortMap};
-use super::ctrd::{exec, is_not_found, removed, Ctrd};
+use super::ctrd::{exec, grpc_failed, is_not_found, removed, Ctrd};
 use super::image::{ImageStore, PulledImage};
 use super::spec::{self, SpecInput};
 
@@ -110,7 +110,7 @@ impl ContainerdRuntime {
         let request = self.ctrd.request(ListContainersRequest { filters }, None);
         let response = self.ctrd.containers().list(request).await;
         Ok(response
-            .map_err(|e| exec("failed to list containers", e.message()))?
+            .map_err(grpc_failed("failed to list containers"))?
             .into_inner()
             .containers)
     }
@@ -267,12 +267,9 @@ impl ContainerdRuntime {
             .snapshots()
             .prepare(self.ctrd.request(prepare, Some(lease)))
             .await
-            .map_err(|e| {
-                exec(
-                    format!("failed to prepare the root filesystem of container {id}"),
-                    e.message(),
-                )
-            })?;
+            .map_err(grpc_failed(format!(
+                "failed to prepare the root filesystem of container {id}"
+            )))?;
         let create = CreateContainerRequest {
             container: Some(container),
         };
@@ -280,7 +277,7 @@ impl ContainerdRuntime {
             .containers()
             .create(self.ctrd.request(create, Some(lease)))
             .await
-            .map_err(|e| exec(format!("failed to create container {id}"), e.message()))?;
+            .map_err(grpc_failed(format!("failed to create container {id}")))?;
         Ok(())
     }
 
@@ -358,12 +355,9 @@ impl ContainerdRuntime {
             .containers()
             .update(self.ctrd.request(update, None))
             .await
-            .map_err(|e| {
-                exec(
-                    format!("failed to record the state of container {id}"),
-                    e.message(),
-                )
-            })?;
+            .map_err(grpc_failed(format!(
+                "failed to record the state of container {id}"
+            )))?;
         Ok(())
     }
 
@@ -401,12 +395,9 @@ impl ContainerdRuntime {
             .snapshots()
             .mounts(self.ctrd.request(mounts, None))
             .await
-            .map_err(|e| {
-                exec(
-                    format!("failed to mount the root filesystem of container {id}"),
-                    e.message(),
-                )
-            })?
+            .map_err(grpc_failed(format!(
+                "failed to mount the root filesystem of container {id}"
+            )))?
             .into_inner()
             .mounts;
         let log_uri = self.log_uri(id);
@@ -421,12 +412,9 @@ impl ContainerdRuntime {
             .tasks()
             .create(self.ctrd.request(create, None))
             .await
-            .map_err(|e| {
-                exec(
-                    format!("failed to create the task of container {id}"),
-                    e.message(),
-                )
-            })?;
+            .map_err(grpc_failed(format!(
+                "failed to create the task of container {id}"
+            )))?;
         // RUNNING is recorded before the start so that an exit event of a
         // short-lived process cannot be overwritten by it.
         self.set_labels(
@@ -445,12 +433,9 @@ impl ContainerdRuntime {
             .tasks()
             .start(self.ctrd.request(start, None))
             .await
-            .map_err(|e| {
-                exec(
-                    format!("failed to start the task of container {id}"),
-                    e.message(),
-                )
-            })?;
+            .map_err(grpc_failed(format!(
+                "failed to start the task of container {id}"
+            )))?;
         Ok(())
     }
 
@@ -571,7 +556,7 @@ impl ContainerdRuntime {
         let mut events = loop {
             tokio::select! {
                 subscribed = &mut subscribe => break subscribed
-                    .map_err(|e| exec("failed to subscribe to containerd events", e.message()))?
+                    .map_err(grpc_failed("failed to subscribe to containerd events"))?
                     .into_inner(),
                 _ = sweep.tick() => self.report_stopped_tasks(exits).await?,
             }
@@ -583,7 +568,7 @@ impl ContainerdRuntime {
                         return Err(exec("containerd event stream ended", "closed by containerd"));
                     };
                     let envelope = envelope
-                        .map_err(|e| exec("containerd event stream failed", e.message()))?;
+                        .map_err(grpc_failed("containerd event stream failed"))?;
                     if let Some(exit) = task_exit(envelope.event) {
                         send(exits, exit).await?;
                     }
@@ -608,7 +593,7 @@ impl ContainerdRuntime {
             .tasks()
             .list(request)
             .await
-            .map_err(|e| exec("failed to list tasks", e.message()))?
+            .map_err(grpc_failed("failed to list tasks"))?
             .into_inner()
             .tasks;
         for task in tasks.into_iter().filter(|t| t.status == TASK_STOPPED) {
@@ -652,7 +637,7 @@ impl ContainerdRuntime {
         use containerd_client::services::v1::ListRequest;
         let request = self.ctrd.request(ListRequest { filters: vec![] }, None);
         let leases = self.ctrd.leases().list(request).await;
-        let leases = leases.map_err(|e| exec("failed to list leases", e.message()))?;
+        let leases = leases.map_err(grpc_failed("failed to list leases"))?;
         for lease in leases
             .into_inner()
             .leases

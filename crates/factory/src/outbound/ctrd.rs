@@ -161,6 +161,12 @@ pub fn exec(context: impl Into<String>, e: impl std::fmt::Display) -> RuntimeErr
     }
 }
 
+/// Maps a gRPC failure to [`RuntimeError::Execution`] with `context`.
+pub fn grpc_failed(context: impl Into<String>) -> impl FnOnce(Status) -> RuntimeError {
+    let context = context.into();
+    move |status| exec(context, status.message())
+}
+
 /// `result` with "already gone" counted as success, for idempotent removal.
 ///
 /// # Errors
